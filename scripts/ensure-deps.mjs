@@ -1,0 +1,38 @@
+#!/usr/bin/env node
+// Installs what agate needs on a fresh machine that has only Node.js and npm:
+// the npm dependencies (the Bun runtime among them, from the `bun` package) and, with --peers,
+// the Debian packages the end-to-end tests talk to (curl, openssl, squid). Idempotent and quick when done.
+import { existsSync } from "node:fs";
+import { execSync } from "node:child_process";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const run = (cmd) => execSync(cmd, { cwd: root, stdio: ["ignore", "inherit", "inherit"] });
+const have = (cmd) => {
+  try { execSync(`command -v ${cmd}`, { stdio: "ignore" }); return true; } catch { return false; }
+};
+
+if (!existsSync(join(root, "node_modules/.bin/bun")) || !existsSync(join(root, "node_modules/@peculiar/x509"))) {
+  console.error("[agate] installing npm dependencies (Bun runtime included)…");
+  run(existsSync(join(root, "package-lock.json")) ? "npm ci --no-audit --no-fund" : "npm install --no-audit --no-fund");
+}
+
+if (process.argv.includes("--peers")) {
+  const want = [["curl", "curl"], ["openssl", "openssl"], ["squid", "squid"], ["htpasswd", "apache2-utils"], ["haproxy", "haproxy"]];
+  const missing = want.filter(([bin]) => !have(bin) && !existsSync(`/usr/sbin/${bin}`)).map(([, pkg]) => pkg);
+  if (missing.length) {
+    const sudo = process.getuid && process.getuid() === 0 ? "" : have("sudo") ? "sudo " : null;
+    if (sudo === null) {
+      console.error(`[agate] test peers missing (${missing.join(", ")}) and no root to install them; tests that need them will say so`);
+    } else {
+      console.error(`[agate] installing test peers from Debian: ${missing.join(" ")}`);
+      try {
+        run(`${sudo}apt-get update -qq`);
+        run(`${sudo}env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ${missing.join(" ")}`);
+      } catch (e) {
+        console.error(`[agate] could not install ${missing.join(", ")}: ${e.message}; tests that need them will say so`);
+      }
+    }
+  }
+}

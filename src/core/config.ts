@@ -1,0 +1,442 @@
+/**
+ * @module The configuration: schema, embedded defaults, and validation at the door (STYLE §7).
+ * `parseConfig(raw)` takes the object Bun's TOML parser produced (or a partial JSON object merged onto
+ * the current config) and returns a frozen `Config`, or throws a `ConfigError` naming the key and the rule.
+ * Nothing else reads settings; a reload goes through the same function.
+ */
+import { ConfigError } from "./errors";
+
+/** DESIGN.md "Ports": reserved by the appliance's own services. */
+export const RESERVED_PORTS: ReadonlySet<number> = new Set([
+  22, 23, 2379, 2380, 4001, 5514, 7001, 48081, 48082, 48083, 48084, 48085, 48086,
+]);
+
+/** DESIGN.md "Connection security": the platform's domains, each matching itself and its subdomains. */
+export const PLATFORM_DOMAINS: readonly string[] = [
+  "qualys.com",
+  "qualys.eu",
+  "qualys.in",
+  "qualys.ca",
+  "qualys.ae",
+  "qualys.co.uk",
+  "qualys.com.au",
+  "qualysksa.com",
+];
+
+export const MAX_ALLOWED_DOMAINS = 10;
+export const MIN_TLS_VERSIONS = ["1.0", "1.1", "1.2", "1.3"] as const;
+export type MinTls = (typeof MIN_TLS_VERSIONS)[number];
+
+export type UpstreamProxy = {
+  host: string;
+  port: number;
+  username: string | null;
+  password: string | null;
+};
+
+/** Squid-like `refresh_pattern`: artifacts whose origin headers are too weak get a lifetime. */
+export type ArtifactRule = { host: string; path: string; max_age_s: number };
+
+export type Config = {
+  gateway: {
+    name: string;
+    data_dir: string;
+    /** 0 = one per CPU */
+    workers: number;
+    /** how long established tunnels may finish after SIGTERM */
+    drain_grace_s: number;
+  };
+  proxy: {
+    port: number;
+    listen: string;
+    max_connections: number;
+    idle_timeout_s: number;
+    head_timeout_s: number;
+    connect_timeout_s: number;
+    max_head_bytes: number;
+  };
+  cache: {
+    enabled: boolean;
+    port: number;
+    listen: string;
+    min_tls: MinTls;
+    allowed_domains: string[];
+    /** 0 = 40% of the machine's RAM, resolved by the store */
+    max_bytes: number;
+    rules: ArtifactRule[];
+  };
+  patch: {
+    enabled: boolean;
+    volume: string | null;
+    min_volume_bytes: number;
+    client_networks: string[];
+    agent_user_agents: string[];
+    slice_bytes: number;
+  };
+  upstream_proxy: UpstreamProxy | null;
+  hosts: Record<string, string>;
+  destinations: { ports: number[] };
+  platform: { domains: string[]; pod: string };
+  tls: { upstream_ca: string | null };
+  admin: { port: number; listen: string; tls: boolean; token: string | null };
+};
+
+export const DEFAULTS: Config = {
+  gateway: { name: "agate", data_dir: "./data", workers: 0, drain_grace_s: 30 },
+  proxy: {
+    port: 1080,
+    listen: "0.0.0.0",
+    max_connections: 3000,
+    idle_timeout_s: 3600,
+    head_timeout_s: 10,
+    connect_timeout_s: 10,
+    max_head_bytes: 16 * 1024,
+  },
+  cache: {
+    enabled: false,
+    port: 8080,
+    listen: "0.0.0.0",
+    min_tls: "1.2",
+    allowed_domains: [],
+    max_bytes: 0,
+    rules: [],
+  },
+  patch: {
+    enabled: false,
+    volume: null,
+    min_volume_bytes: 250 * 1000 ** 3,
+    client_networks: [],
+    agent_user_agents: [],
+    slice_bytes: 4 * 1024 * 1024,
+  },
+  upstream_proxy: null,
+  hosts: {},
+  destinations: { ports: [443] },
+  platform: { domains: [...PLATFORM_DOMAINS], pod: "qg1.apps.qualys.com" },
+  tls: { upstream_ca: null },
+  admin: { port: 8443, listen: "127.0.0.1", tls: false, token: null },
+};
+
+type Raw = Record<string, unknown>;
+const isObj = (v: unknown): v is Raw => typeof v === "object" && v !== null && !Array.isArray(v);
+const show = (v: unknown) => (typeof v === "string" ? `'${v}'` : JSON.stringify(v));
+
+// ---- leaf validators: each names the key and the rule -------------------------------------------------
+
+function int(key: string, v: unknown, min: number, max: number): number {
+  if (typeof v !== "number" || !Number.isInteger(v)) throw new ConfigError(key, `expected an integer, got ${show(v)}`);
+  if (v < min || v > max) throw new ConfigError(key, `expected ${min}–${max}, got ${v}`);
+  return v;
+}
+
+function num(key: string, v: unknown, min: number, max: number): number {
+  if (typeof v !== "number" || !Number.isFinite(v)) throw new ConfigError(key, `expected a number, got ${show(v)}`);
+  if (v < min || v > max) throw new ConfigError(key, `expected ${min}–${max}, got ${v}`);
+  return v;
+}
+
+function bool(key: string, v: unknown): boolean {
+  if (typeof v !== "boolean") throw new ConfigError(key, `expected true or false, got ${show(v)}`);
+  return v;
+}
+
+function str(key: string, v: unknown, max = 1024): string {
+  if (typeof v !== "string") throw new ConfigError(key, `expected a string, got ${show(v)}`);
+  if (v.length > max) throw new ConfigError(key, `at most ${max} characters, got ${v.length}`);
+  return v;
+}
+
+function optStr(key: string, v: unknown): string | null {
+  return v === null || v === undefined || v === "" ? null : str(key, v);
+}
+
+/** A listening port: 0 means "any free port" (tests), otherwise 1–65535 and not reserved. */
+export function checkPort(key: string, v: unknown, allowZero = true): number {
+  if (typeof v !== "number" || !Number.isInteger(v)) throw new ConfigError(key, `expected an integer port, got ${show(v)}`);
+  if (v === 0 && allowZero) return 0;
+  if (v < 1 || v > 65535) throw new ConfigError(key, `${v} is out of range: a port is 1–65535`);
+  if (RESERVED_PORTS.has(v)) throw new ConfigError(key, `port ${v} is reserved`);
+  return v;
+}
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+export const isIPv4 = (s: string) => IPV4.test(s);
+export function isIPv6(s: string): boolean {
+  if (!s.includes(":") || !/^[0-9a-fA-F:.]+$/.test(s)) return false;
+  const dbl = s.split("::");
+  if (dbl.length > 2) return false;
+  const parts = s.split(":").filter((p) => p !== "");
+  const last = parts[parts.length - 1] ?? "";
+  const v4tail = last.includes(".");
+  if (v4tail && !isIPv4(last)) return false;
+  const groups = parts.length + (v4tail ? 1 : 0);
+  if (parts.some((p, i) => !(i === parts.length - 1 && v4tail) && !/^[0-9a-fA-F]{1,4}$/.test(p))) return false;
+  return dbl.length === 2 ? groups < 8 : groups === 8;
+}
+
+const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
+
+/**
+ * A bare domain as admins write it: "microsoft.com". Lower-cased, trailing dot dropped.
+ * IDNs must be in punycode (xn--…), since agents send the ASCII form in CONNECT.
+ */
+export function normalizeDomain(key: string, v: unknown): string {
+  const s = str(key, v, 253).trim();
+  const hint = (d: string) => `write the bare domain, e.g. ${d}`;
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(s)) {
+    const bare = s.replace(/^[a-z][a-z0-9+.-]*:\/\//i, "").split(/[/:?#]/)[0]!.replace(/^www\./i, "");
+    throw new ConfigError(key, `${show(s)}: ${hint(bare || "microsoft.com")}`);
+  }
+  if (/[/?#]/.test(s)) throw new ConfigError(key, `${show(s)}: no path; ${hint(s.split(/[/?#]/)[0] || "microsoft.com")}`);
+  if (s.includes(":")) throw new ConfigError(key, `${show(s)}: no port; ${hint(s.split(":")[0] || "microsoft.com")}`);
+  if (s.startsWith("*.")) throw new ConfigError(key, `${show(s)}: no wildcard, a domain already matches its subdomains; ${hint(s.slice(2))}`);
+  const d = s.toLowerCase().replace(/\.$/, "");
+  if (/[^\x00-\x7f]/.test(d)) throw new ConfigError(key, `${show(s)}: write an internationalised domain in punycode (xn--…)`);
+  if (isIPv4(d)) throw new ConfigError(key, `${show(s)}: an IP address is not a domain`);
+  const labels = d.split(".");
+  if (labels.length < 2 || !labels.every((l) => LABEL.test(l)))
+    throw new ConfigError(key, `${show(s)} is not a valid domain name; ${hint("microsoft.com")}`);
+  return d;
+}
+
+/** A host name (FQDN) or a dotted IPv4 address, e.g. for the upstream proxy. */
+function hostOrIPv4(key: string, v: unknown): string {
+  const s = str(key, v, 253).trim().toLowerCase().replace(/\.$/, "");
+  if (isIPv4(s)) return s;
+  const labels = s.split(".");
+  if (!s || !labels.every((l) => LABEL.test(l)))
+    throw new ConfigError(key, `${show(v)}: expected a host name (FQDN) or a dotted IPv4 address`);
+  return s;
+}
+
+/** CIDR like "10.0.0.0/8" or "192.168.1.7" (a /32), or IPv6 "fd00::/8". */
+export function checkCidr(key: string, v: unknown): string {
+  const s = str(key, v, 64).trim();
+  const [addr, bits, extra] = s.split("/");
+  if (extra !== undefined) throw new ConfigError(key, `${show(s)} is not a CIDR block like 10.0.0.0/8`);
+  const v4 = isIPv4(addr!), v6 = !v4 && isIPv6(addr!);
+  if (!v4 && !v6) throw new ConfigError(key, `${show(s)} is not a CIDR block like 10.0.0.0/8`);
+  if (bits !== undefined) {
+    const n = Number(bits);
+    if (!/^\d+$/.test(bits) || n > (v4 ? 32 : 128)) throw new ConfigError(key, `${show(s)}: prefix length must be 0–${v4 ? 32 : 128}`);
+  }
+  return s;
+}
+
+function strList(key: string, v: unknown, max: number): string[] {
+  if (!Array.isArray(v)) throw new ConfigError(key, `expected a list, got ${show(v)}`);
+  if (v.length > max) throw new ConfigError(key, `${v.length} entries, at most ${max}`);
+  return v.map((x, i) => str(`${key}[${i}]`, x));
+}
+
+// ---- sections -------------------------------------------------------------------------------------------
+
+const KNOWN: Record<string, readonly string[]> = {
+  gateway: ["name", "data_dir", "workers", "drain_grace_s"],
+  proxy: ["port", "listen", "max_connections", "idle_timeout_s", "head_timeout_s", "connect_timeout_s", "max_head_bytes"],
+  cache: ["enabled", "port", "listen", "min_tls", "allowed_domains", "max_bytes", "rules"],
+  patch: ["enabled", "volume", "min_volume_bytes", "client_networks", "agent_user_agents", "slice_bytes"],
+  upstream_proxy: ["host", "port", "username", "password"],
+  destinations: ["ports"],
+  platform: ["domains", "pod"],
+  tls: ["upstream_ca"],
+  admin: ["port", "listen", "tls", "token"],
+  hosts: [],
+};
+
+function section(raw: Raw, name: string): Raw {
+  const v = raw[name];
+  if (v === undefined || v === null) return {};
+  if (!isObj(v)) throw new ConfigError(name, `expected a table [${name}], got ${show(v)}`);
+  if (name !== "hosts")
+    for (const k of Object.keys(v))
+      if (!KNOWN[name]!.includes(k)) throw new ConfigError(`${name}.${k}`, `unknown key; known keys: ${KNOWN[name]!.join(", ")}`);
+  return v;
+}
+
+/** Take the raw value or the default. */
+const pick = <T>(sec: Raw, k: string, d: T): unknown => (sec[k] === undefined ? d : sec[k]);
+
+function listenAddr(key: string, v: unknown): string {
+  const s = str(key, v, 64);
+  if (!isIPv4(s) && !isIPv6(s) && s !== "localhost") throw new ConfigError(key, `expected an IP address to listen on, got ${show(s)}`);
+  return s;
+}
+
+/**
+ * Validate a raw config object (from TOML or JSON) over `base` (the embedded defaults unless given).
+ * Sections present in `raw` replace keys of `base`; missing keys keep `base`'s values.
+ */
+export function parseConfig(raw: unknown, base: Config = DEFAULTS): Config {
+  if (!isObj(raw)) throw new ConfigError("(root)", "expected a table of sections");
+  for (const k of Object.keys(raw))
+    if (!(k in KNOWN)) throw new ConfigError(k, `unknown section; known sections: ${Object.keys(KNOWN).join(", ")}`);
+
+  const g = section(raw, "gateway");
+  const gateway = {
+    name: str("gateway.name", pick(g, "name", base.gateway.name), 100),
+    data_dir: str("gateway.data_dir", pick(g, "data_dir", base.gateway.data_dir)),
+    workers: int("gateway.workers", pick(g, "workers", base.gateway.workers), 0, 256),
+    drain_grace_s: num("gateway.drain_grace_s", pick(g, "drain_grace_s", base.gateway.drain_grace_s), 0, 3600),
+  };
+  if (!gateway.data_dir) throw new ConfigError("gateway.data_dir", "must not be empty");
+
+  const p = section(raw, "proxy");
+  const proxy = {
+    port: checkPort("proxy.port", pick(p, "port", base.proxy.port)),
+    listen: listenAddr("proxy.listen", pick(p, "listen", base.proxy.listen)),
+    max_connections: int("proxy.max_connections", pick(p, "max_connections", base.proxy.max_connections), 1, 100_000),
+    idle_timeout_s: num("proxy.idle_timeout_s", pick(p, "idle_timeout_s", base.proxy.idle_timeout_s), 1, 7 * 86400),
+    head_timeout_s: num("proxy.head_timeout_s", pick(p, "head_timeout_s", base.proxy.head_timeout_s), 0.1, 600),
+    connect_timeout_s: num("proxy.connect_timeout_s", pick(p, "connect_timeout_s", base.proxy.connect_timeout_s), 0.1, 600),
+    max_head_bytes: int("proxy.max_head_bytes", pick(p, "max_head_bytes", base.proxy.max_head_bytes), 1024, 1024 * 1024),
+  };
+
+  const c = section(raw, "cache");
+  const allowedRaw = pick(c, "allowed_domains", base.cache.allowed_domains);
+  const allowed = strList("cache.allowed_domains", allowedRaw, MAX_ALLOWED_DOMAINS).map((d, i) =>
+    normalizeDomain(`cache.allowed_domains[${i}]`, d),
+  );
+  const minTls = str("cache.min_tls", String(pick(c, "min_tls", base.cache.min_tls)));
+  if (!(MIN_TLS_VERSIONS as readonly string[]).includes(minTls))
+    throw new ConfigError("cache.min_tls", `expected one of ${MIN_TLS_VERSIONS.join(", ")}, got ${show(minTls)}`);
+  const rulesRaw = pick(c, "rules", base.cache.rules);
+  if (!Array.isArray(rulesRaw)) throw new ConfigError("cache.rules", `expected a list of { host, path, max_age_s }`);
+  const rules = rulesRaw.map((r, i): ArtifactRule => {
+    const k = `cache.rules[${i}]`;
+    if (!isObj(r)) throw new ConfigError(k, "expected a table { host, path, max_age_s }");
+    const path = str(`${k}.path`, r.path, 512);
+    if (!path.startsWith("/")) throw new ConfigError(`${k}.path`, `${show(path)}: a path pattern starts with /, e.g. /manifests/*`);
+    return {
+      host: normalizeDomain(`${k}.host`, r.host),
+      path,
+      max_age_s: int(`${k}.max_age_s`, r.max_age_s, 0, 365 * 86400),
+    };
+  });
+  const cache = {
+    enabled: bool("cache.enabled", pick(c, "enabled", base.cache.enabled)),
+    port: checkPort("cache.port", pick(c, "port", base.cache.port)),
+    listen: listenAddr("cache.listen", pick(c, "listen", base.cache.listen)),
+    min_tls: minTls as MinTls,
+    allowed_domains: allowed,
+    max_bytes: int("cache.max_bytes", pick(c, "max_bytes", base.cache.max_bytes), 0, Number.MAX_SAFE_INTEGER),
+    rules,
+  };
+  if (new Set(allowed).size !== allowed.length) {
+    const dup = allowed.find((d, i) => allowed.indexOf(d) !== i);
+    throw new ConfigError("cache.allowed_domains", `${show(dup)} is listed twice`);
+  }
+  if (cache.enabled && cache.port !== 0 && cache.port === proxy.port)
+    throw new ConfigError("cache.port", `${cache.port} is already proxy.port; the two ports differ`);
+
+  const pt = section(raw, "patch");
+  const patch = {
+    enabled: bool("patch.enabled", pick(pt, "enabled", base.patch.enabled)),
+    volume: optStr("patch.volume", pick(pt, "volume", base.patch.volume)),
+    min_volume_bytes: int("patch.min_volume_bytes", pick(pt, "min_volume_bytes", base.patch.min_volume_bytes), 0, Number.MAX_SAFE_INTEGER),
+    client_networks: strList("patch.client_networks", pick(pt, "client_networks", base.patch.client_networks), 256).map((n, i) =>
+      checkCidr(`patch.client_networks[${i}]`, n),
+    ),
+    agent_user_agents: strList("patch.agent_user_agents", pick(pt, "agent_user_agents", base.patch.agent_user_agents), 64),
+    slice_bytes: int("patch.slice_bytes", pick(pt, "slice_bytes", base.patch.slice_bytes), 64 * 1024, 64 * 1024 * 1024),
+  };
+  if (patch.enabled) {
+    if (!cache.enabled) throw new ConfigError("patch.enabled", "patch mode builds on cache mode: set cache.enabled = true");
+    if (!patch.volume) throw new ConfigError("patch.volume", "patch mode needs the secondary volume: set patch.volume");
+    if (patch.client_networks.length === 0)
+      throw new ConfigError("patch.client_networks", "patch mode needs the agents' networks (CIDR list), or it would be an open proxy");
+  }
+
+  let upstream_proxy: UpstreamProxy | null = base.upstream_proxy;
+  if (raw.upstream_proxy !== undefined) {
+    const u = section(raw, "upstream_proxy");
+    if (u.host === undefined || u.host === "" || u.host === null) upstream_proxy = null;
+    else {
+      upstream_proxy = {
+        host: hostOrIPv4("upstream_proxy.host", u.host),
+        port: int("upstream_proxy.port", u.port ?? 3128, 1, 65535),
+        username: optStr("upstream_proxy.username", u.username),
+        password: optStr("upstream_proxy.password", u.password),
+      };
+      if (upstream_proxy.username?.includes(":"))
+        throw new ConfigError("upstream_proxy.username", "must not contain ':' (Basic authentication separates it from the password)");
+      if (upstream_proxy.password && !upstream_proxy.username)
+        throw new ConfigError("upstream_proxy.password", "a password needs upstream_proxy.username");
+    }
+  }
+
+  const h = section(raw, "hosts");
+  const hosts: Record<string, string> = raw.hosts === undefined ? { ...base.hosts } : {};
+  if (raw.hosts !== undefined)
+    for (const [name, ip] of Object.entries(h)) {
+      const k = `hosts.${name}`;
+      const n = normalizeDomainOrHost(k, name);
+      const a = str(k, ip, 64);
+      if (!isIPv4(a) && !isIPv6(a)) throw new ConfigError(k, `expected an IP address, got ${show(a)}`);
+      hosts[n] = a;
+    }
+
+  const d = section(raw, "destinations");
+  const portsRaw = pick(d, "ports", base.destinations.ports);
+  if (!Array.isArray(portsRaw) || portsRaw.length === 0)
+    throw new ConfigError("destinations.ports", "expected a non-empty list of ports, e.g. [443]");
+  const destinations = { ports: portsRaw.map((x, i) => int(`destinations.ports[${i}]`, x, 1, 65535)) };
+
+  const pl = section(raw, "platform");
+  const platDomains = pick(pl, "domains", base.platform.domains);
+  const platform = {
+    domains: strList("platform.domains", platDomains, 64).map((x, i) => normalizeDomain(`platform.domains[${i}]`, x)),
+    pod: normalizeDomain("platform.pod", pick(pl, "pod", base.platform.pod)),
+  };
+
+  const t = section(raw, "tls");
+  const tls = { upstream_ca: optStr("tls.upstream_ca", pick(t, "upstream_ca", base.tls.upstream_ca)) };
+
+  const a = section(raw, "admin");
+  const admin = {
+    port: checkPort("admin.port", pick(a, "port", base.admin.port)),
+    listen: listenAddr("admin.listen", pick(a, "listen", base.admin.listen)),
+    tls: bool("admin.tls", pick(a, "tls", base.admin.tls)),
+    token: optStr("admin.token", pick(a, "token", base.admin.token)),
+  };
+  if (admin.token !== null && admin.token.length < 16)
+    throw new ConfigError("admin.token", "at least 16 characters (it guards the whole appliance)");
+  const ports = [
+    ["proxy.port", proxy.port],
+    ["cache.port", cache.enabled ? cache.port : 0],
+  ] as const;
+  for (const [k, v] of ports)
+    if (v !== 0 && v === admin.port) throw new ConfigError("admin.port", `${v} is already ${k}`);
+
+  return deepFreeze({ gateway, proxy, cache, patch, upstream_proxy, hosts, destinations, platform, tls, admin });
+}
+
+/** [hosts] keys are host names; single-label names (e.g. "origin") are allowed there. */
+function normalizeDomainOrHost(key: string, v: string): string {
+  const d = v.toLowerCase().replace(/\.$/, "");
+  if (!d.split(".").every((l) => LABEL.test(l))) throw new ConfigError(key, `${show(v)} is not a valid host name`);
+  return d;
+}
+
+/** Merge a partial object (from the admin API) onto a config, section by section, then validate. */
+export function mergeConfig(base: Config, partial: unknown): Config {
+  if (!isObj(partial)) throw new ConfigError("(root)", "expected a JSON object in the config's shape");
+  return parseConfig(partial, base);
+}
+
+/** A copy for display and diagnostics: secrets replaced. */
+export function redactConfig(c: Config): Config {
+  return {
+    ...c,
+    upstream_proxy: c.upstream_proxy && { ...c.upstream_proxy, password: c.upstream_proxy.password ? "(set)" : null },
+    admin: { ...c.admin, token: c.admin.token ? "(set)" : null },
+  };
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === "object") {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}

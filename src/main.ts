@@ -1,0 +1,51 @@
+/**
+ * @module Entry point: `bun src/main.ts [--config FILE]` starts the gateway (embedded defaults without a file).
+ * Signals: SIGHUP reloads the config file; SIGTERM/SIGINT drain and exit 0.
+ */
+import { DEFAULTS, type Config } from "./core/config";
+import { loadConfigFile, startSupervisor } from "./supervisor/supervisor";
+
+function usage(): never {
+  console.error("usage: bun src/main.ts [--config FILE]");
+  process.exit(2);
+}
+
+const args = process.argv.slice(2);
+let configPath: string | null = null;
+for (let i = 0; i < args.length; i++) {
+  const a = args[i]!;
+  if (a === "--config" || a === "-c") configPath = args[++i] ?? usage();
+  else if (a.startsWith("--config=")) configPath = a.slice("--config=".length);
+  else if (a === "--help" || a === "-h") usage();
+  else {
+    console.error(`unknown argument: ${a}`);
+    usage();
+  }
+}
+
+let config: Config;
+try {
+  config = configPath ? loadConfigFile(configPath) : DEFAULTS;
+} catch (e) {
+  console.error(`agate: bad config: ${(e as Error).message}`);
+  process.exit(78); // EX_CONFIG
+}
+
+let sup;
+try {
+  sup = await startSupervisor({ config, configPath });
+} catch (e) {
+  console.error(`agate: cannot start: ${(e as Error).message}`);
+  process.exit(1);
+}
+
+process.on("SIGHUP", () => void sup.reloadFromFile());
+let stopping = false;
+const stop = async () => {
+  if (stopping) return;
+  stopping = true;
+  await sup.drain();
+  process.exit(0);
+};
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);

@@ -1,0 +1,316 @@
+/**
+ * @module The supervisor (main thread): owns the config, the worker pool, the aggregated stats and the
+ * management server. Reload (SIGHUP or the admin API) validates first and keeps the old config on error;
+ * SIGTERM drains: health turns 503 at once, listeners close, tunnels get `gateway.drain_grace_s`, exit 0.
+ */
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync, appendFileSync, statSync, renameSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { randomBytes } from "node:crypto";
+import { type Config, parseConfig } from "../core/config";
+import { ConfigError } from "../core/errors";
+import { BucketSeries, UniqueWindow } from "../core/stats-window";
+import { Pool } from "./pool";
+import type { WorkerCounters, WorkerToSupervisor } from "../workers/protocol";
+import { log, setLogSink } from "../workers/log";
+import { startAdminServer, type AdminServer } from "../admin/server";
+
+export const VERSION = "0.1.0";
+const HOUR = 3600_000;
+const LOG_RING = 5000;
+const LOG_FILE_MAX = 50 * 1024 * 1024;
+
+export type Ports = { proxy: number; cache: number; admin: number };
+
+export type Supervisor = {
+  readonly config: Config;
+  readonly ports: Ports;
+  readonly startedAt: number;
+  readonly draining: boolean;
+  readonly token: string;
+  pool: Pool;
+  health(): HealthReport;
+  stats(): StatsReport;
+  recentLogs(): string[];
+  reloadFromFile(): Promise<{ ok: true } | { ok: false; error: string }>;
+  apply(next: Config): Promise<void>;
+  drain(): Promise<void>;
+  crashWorker(index: number): boolean;
+};
+
+export type HealthReport = {
+  status: "ok" | "degraded" | "draining" | "down";
+  health: "Normal" | "Degraded" | "Down";
+  reasons: string[];
+  workers: { alive: number; total: number };
+  uptime_s: number;
+  active_tunnels: number;
+  open_connections: number;
+  ports: Ports;
+};
+
+export type StatsReport = {
+  totals: WorkerCounters;
+  unique_ips_60m: number;
+  active_agents_60m: number;
+  open_connections: number;
+  workers: { index: number; alive: boolean; starts: number; counters: WorkerCounters | null }[];
+  connections_over_time: { t: number; n: number }[];
+};
+
+const emptyCounters = (): WorkerCounters => ({
+  activeTunnels: 0,
+  totalTunnels: 0,
+  activeConnections: 0,
+  bytesUp: 0,
+  bytesDown: 0,
+  refusals: {},
+  errors: {},
+});
+
+function addCounters(into: WorkerCounters, c: WorkerCounters, withActive: boolean) {
+  if (withActive) {
+    into.activeTunnels += c.activeTunnels;
+    into.activeConnections += c.activeConnections;
+  }
+  into.totalTunnels += c.totalTunnels;
+  into.bytesUp += c.bytesUp;
+  into.bytesDown += c.bytesDown;
+  for (const [k, v] of Object.entries(c.refusals)) into.refusals[k] = (into.refusals[k] ?? 0) + v;
+  for (const [k, v] of Object.entries(c.errors)) into.errors[k] = (into.errors[k] ?? 0) + v;
+}
+
+/** Read and validate a TOML config file; errors name the file, the key and the rule. */
+export function loadConfigFile(path: string): Config {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    throw new ConfigError("(file)", `cannot read ${path}: ${(e as Error).message}`);
+  }
+  let raw: unknown;
+  try {
+    raw = Bun.TOML.parse(text);
+  } catch (e) {
+    throw new ConfigError("(file)", `${path} is not valid TOML: ${(e as Error).message}`);
+  }
+  return parseConfig(raw);
+}
+
+/** Port 0 means "any free port": pick one here so that every worker binds the same one. */
+function pickFreePort(hostname: string): number {
+  const l = Bun.listen({ hostname, port: 0, socket: { data() {} } });
+  const p = l.port;
+  l.stop(true);
+  return p;
+}
+
+function resolvePorts(c: Config, prev?: { config: Config; ports: Ports }): { proxy: number; cache: number } {
+  const keep = (k: "proxy" | "cache") =>
+    prev && prev.config[k].port === c[k].port && prev.config[k].listen === c[k].listen && prev.ports[k] !== 0 ? prev.ports[k] : 0;
+  const proxy = c.proxy.port || keep("proxy") || pickFreePort(c.proxy.listen);
+  const cache = c.cache.enabled ? c.cache.port || keep("cache") || pickFreePort(c.cache.listen) : 0;
+  return { proxy, cache };
+}
+
+/** The admin token: from the config, or generated once into the data directory (mode 0600). */
+function loadToken(c: Config): string {
+  if (c.admin.token) return c.admin.token;
+  const path = join(c.gateway.data_dir, "admin.token");
+  if (existsSync(path)) return readFileSync(path, "utf8").trim();
+  const t = randomBytes(24).toString("base64url");
+  writeFileSync(path, t + "\n", { mode: 0o600 });
+  chmodSync(path, 0o600);
+  return t;
+}
+
+export async function startSupervisor(opts: { config: Config; configPath: string | null }): Promise<Supervisor> {
+  let config = opts.config;
+  const dataDir = resolve(config.gateway.data_dir);
+  mkdirSync(join(dataDir, "logs"), { recursive: true });
+
+  // Logs: stdout and the log file, plus a ring for the admin API.
+  const logPath = join(dataDir, "logs", "agate.log");
+  const ring: string[] = [];
+  let pendingFile: string[] = [];
+  const writeLine = (line: string) => {
+    process.stdout.write(line + "\n");
+    ring.push(line);
+    if (ring.length > LOG_RING) ring.splice(0, ring.length - LOG_RING);
+    pendingFile.push(line);
+  };
+  const flushFile = () => {
+    if (!pendingFile.length) return;
+    const chunk = pendingFile.join("\n") + "\n";
+    pendingFile = [];
+    try {
+      appendFileSync(logPath, chunk);
+      if (statSync(logPath).size > LOG_FILE_MAX) renameSync(logPath, logPath + ".1");
+    } catch {
+      // TODO: surface a full disk in health; logs must never take the gateway down.
+    }
+  };
+  setLogSink(writeLine, "supervisor");
+
+  const token = loadToken(config);
+  const startedAt = Date.now();
+  let draining = false;
+  const workerCount = config.gateway.workers || navigator.hardwareConcurrency || 1;
+  let ports = resolvePorts(config);
+
+  const latest: (WorkerCounters | null)[] = Array.from({ length: workerCount }, () => null);
+  const retired = emptyCounters();
+  const proxyIps = new UniqueWindow(HOUR);
+  const cacheIps = new UniqueWindow(HOUR);
+  const series = new BucketSeries(60_000, 60);
+
+  const onMessage = (m: WorkerToSupervisor) => {
+    switch (m.t) {
+      case "ready":
+        return;
+      case "listen-error":
+        log("error", "worker cannot listen", { worker: m.index, error: m.message });
+        return;
+      case "stats": {
+        latest[m.index] = m.counters;
+        const now = Date.now();
+        for (const ip of m.proxyIps) {
+          proxyIps.add(ip, now);
+          series.add(ip, now);
+        }
+        for (const ip of m.cacheIps) cacheIps.add(ip, now);
+        return;
+      }
+      case "log":
+        for (const l of m.lines) writeLine(l);
+        return;
+      case "drained":
+        return;
+      default: {
+        const never: never = m;
+        return never;
+      }
+    }
+  };
+  const onExit = (index: number) => {
+    const last = latest[index];
+    if (last) addCounters(retired, last, false);
+    latest[index] = null;
+  };
+
+  const pool = new Pool(config, ports, workerCount, { onMessage, onExit });
+  pool.start();
+
+  // Wait for the workers to listen (or fail) before announcing the ports.
+  const deadline = Date.now() + 10_000;
+  while (pool.alive() < workerCount && Date.now() < deadline) await Bun.sleep(10);
+  if (pool.alive() === 0) {
+    await pool.terminate(200);
+    throw new Error(`no worker could listen on ${config.proxy.listen}:${ports.proxy}; see the log above`);
+  }
+
+  const timers = [setInterval(flushFile, 200)];
+
+  const totals = (): WorkerCounters => {
+    const t = emptyCounters();
+    addCounters(t, retired, false);
+    for (const c of latest) if (c) addCounters(t, c, true);
+    return t;
+  };
+
+  let admin: AdminServer;
+
+  const sup: Supervisor = {
+    get config() {
+      return config;
+    },
+    get ports() {
+      return { ...ports, admin: admin?.port ?? 0 };
+    },
+    startedAt,
+    get draining() {
+      return draining;
+    },
+    token,
+    pool,
+    health() {
+      const alive = pool.alive();
+      const reasons: string[] = [];
+      if (draining) reasons.push("draining: shutting down");
+      if (alive === 0) reasons.push("no live worker");
+      else if (alive < workerCount) reasons.push(`${workerCount - alive} of ${workerCount} workers restarting`);
+      const t = totals();
+      const down = draining || alive === 0;
+      return {
+        status: draining ? "draining" : alive === 0 ? "down" : alive < workerCount ? "degraded" : "ok",
+        health: down ? "Down" : reasons.length ? "Degraded" : "Normal",
+        reasons,
+        workers: { alive, total: workerCount },
+        uptime_s: Math.round((Date.now() - startedAt) / 1000),
+        active_tunnels: t.activeTunnels,
+        open_connections: pool.openConnections(),
+        ports: sup.ports,
+      };
+    },
+    stats() {
+      const now = Date.now();
+      return {
+        totals: totals(),
+        unique_ips_60m: proxyIps.count(now),
+        active_agents_60m: cacheIps.count(now),
+        open_connections: pool.openConnections(),
+        workers: pool.workerStates().map((w) => ({ ...w, counters: latest[w.index] ?? null })),
+        connections_over_time: series.series(now),
+      };
+    },
+    recentLogs: () => ring.slice(),
+    async reloadFromFile() {
+      if (!opts.configPath) return { ok: false, error: "no config file: started on the embedded defaults" };
+      try {
+        const next = loadConfigFile(opts.configPath);
+        await sup.apply(next);
+        log("info", "config reloaded", { file: opts.configPath });
+        return { ok: true };
+      } catch (e) {
+        const error = (e as Error).message;
+        log("error", "config reload failed; keeping the running config", { file: opts.configPath, error });
+        return { ok: false, error };
+      }
+    },
+    async apply(next: Config) {
+      const nextPorts = resolvePorts(next, { config, ports: { ...ports, admin: 0 } });
+      config = next;
+      ports = nextPorts;
+      pool.setConfig(next, nextPorts);
+    },
+    async drain() {
+      if (draining) return;
+      draining = true;
+      const grace = config.gateway.drain_grace_s * 1000;
+      log("info", "draining", { grace_s: config.gateway.drain_grace_s, open: pool.openConnections() });
+      pool.stopAccepting();
+      const end = Date.now() + grace;
+      while (Date.now() < end && pool.openConnections() > 0) await Bun.sleep(50);
+      log("info", "stopped", { open_at_exit: pool.openConnections() });
+      await pool.terminate(1000);
+      flushFile();
+      for (const t of timers) clearInterval(t);
+      admin?.stop();
+    },
+    crashWorker(index: number) {
+      if (index < 0 || index >= workerCount) return false;
+      pool.send(index, { t: "crash" });
+      return true;
+    },
+  };
+
+  admin = startAdminServer(sup);
+  log("info", "listening", {
+    proxy: ports.proxy,
+    cache: config.cache.enabled ? ports.cache : null,
+    admin: admin.port,
+    workers: workerCount,
+    data_dir: dataDir,
+    version: VERSION,
+  });
+  return sup;
+}
