@@ -31,21 +31,23 @@ try {
   process.exit(78); // EX_CONFIG
 }
 
-let sup;
+// Signal handlers go in before the "listening" line, so that a SIGHUP right after it is never fatal.
+let sup: Awaited<ReturnType<typeof startSupervisor>> | null = null;
+let stopping = false;
+const stop = async () => {
+  if (stopping) return;
+  stopping = true;
+  while (!sup) await Bun.sleep(20);
+  await sup.drain();
+  process.exit(0);
+};
+process.on("SIGHUP", () => void sup?.reloadFromFile());
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);
+
 try {
   sup = await startSupervisor({ config, configPath });
 } catch (e) {
   console.error(`agate: cannot start: ${(e as Error).message}`);
   process.exit(1);
 }
-
-process.on("SIGHUP", () => void sup.reloadFromFile());
-let stopping = false;
-const stop = async () => {
-  if (stopping) return;
-  stopping = true;
-  await sup.drain();
-  process.exit(0);
-};
-process.on("SIGTERM", stop);
-process.on("SIGINT", stop);

@@ -155,6 +155,8 @@ export function onHandshakeData(sock: Socket<OriginConn>, chunk: Uint8Array): vo
     return;
   }
   sock.terminate();
+  // The upstream's own one-line reason, when its body already arrived with the head.
+  const said = new TextDecoder("latin1").decode(buf.subarray(res.headBytes, res.headBytes + 300)).split(/\r?\n/)[0]!.trim();
   const hint =
     res.status === 407
       ? " (check upstream_proxy.username and upstream_proxy.password)"
@@ -165,7 +167,7 @@ export function onHandshakeData(sock: Socket<OriginConn>, chunk: Uint8Array): vo
     new ProxyError(
       "PX_UPSTREAM_PROXY",
       "upstream",
-      `${hs.via} refused CONNECT ${hs.target.host}:${hs.target.port}: ${res.status} ${printable(res.reason, 80)}${hint}`,
+      `${hs.via} refused CONNECT ${hs.target.host}:${hs.target.port}: ${res.status} ${printable(res.reason, 80)}${said ? ` (${printable(said, 200)})` : ""}${hint}`,
     ),
   );
 }

@@ -1,0 +1,85 @@
+/**
+ * Debian's squid as a Basic-auth upstream proxy on 127.0.0.1, with its own hosts file so the test names
+ * resolve to loopback. Returns null (and the reason) when squid is not installed.
+ */
+import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+
+export type Squid = { dir: string; port: number; user: string; password: string; proc: Subprocess; stop: () => Promise<void> };
+
+const SQUID_BINS = ["/usr/sbin/squid", "/usr/bin/squid"];
+const AUTH_HELPER = "/usr/lib/squid/basic_ncsa_auth";
+
+export function squidMissing(): string | null {
+  if (!SQUID_BINS.some((b) => Bun.file(b).size > 0)) return "squid is not installed (apt-get install squid)";
+  if (!(Bun.file(AUTH_HELPER).size > 0)) return `${AUTH_HELPER} is missing`;
+  if (!Bun.which("htpasswd")) return "htpasswd is missing (apt-get install apache2-utils)";
+  return null;
+}
+
+async function freePort(): Promise<number> {
+  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const p = l.port;
+  l.stop(true);
+  return p;
+}
+
+export async function startSquid(hosts: Record<string, string>, user = "agent", password = "s3cret-pass"): Promise<Squid> {
+  const dir = mkdtempSync(join(tmpdir(), "agate-squid-"));
+  chmodSync(dir, 0o777);
+  const port = await freePort();
+  const bin = SQUID_BINS.find((b) => Bun.file(b).size > 0)!;
+  const r = Bun.spawnSync(["htpasswd", "-bc", join(dir, "passwd"), user, password]);
+  if (r.exitCode !== 0) throw new Error(`htpasswd failed: ${r.stderr}`);
+  chmodSync(join(dir, "passwd"), 0o644);
+  writeFileSync(join(dir, "hosts"), Object.entries(hosts).map(([n, ip]) => `${ip} ${n}`).join("\n") + "\n");
+  writeFileSync(
+    join(dir, "squid.conf"),
+    [
+      `http_port 127.0.0.1:${port}`,
+      `pid_filename ${dir}/squid.pid`,
+      `cache_log ${dir}/cache.log`,
+      `access_log ${dir}/access.log`,
+      `cache deny all`,
+      `cache_mem 8 MB`,
+      `hosts_file ${dir}/hosts`,
+      `dns_nameservers 127.0.0.1`,
+      `auth_param basic program ${AUTH_HELPER} ${dir}/passwd`,
+      `auth_param basic children 2`,
+      `auth_param basic realm agate-test`,
+      `acl authed proxy_auth REQUIRED`,
+      `http_access allow authed`,
+      `http_access deny all`,
+      `shutdown_lifetime 0 seconds`,
+      `coredump_dir ${dir}`,
+      `max_filedescriptors 4096`,
+      "",
+    ].join("\n"),
+  );
+  const proc = Bun.spawn([bin, "-N", "-f", join(dir, "squid.conf")], { stdout: "pipe", stderr: "pipe", cwd: dir });
+  // Ready when the port accepts connections.
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`squid exited ${proc.exitCode}: ${await new Response(proc.stderr).text()} ${await Bun.file(join(dir, "cache.log")).text().catch(() => "")}`);
+    const ok = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } }).then(
+      (s) => (s.end(), true),
+      () => false,
+    );
+    if (ok) break;
+    if (Date.now() > deadline) throw new Error("squid did not start listening within 15s");
+    await Bun.sleep(100);
+  }
+  return {
+    dir,
+    port,
+    user,
+    password,
+    proc,
+    stop: async () => {
+      proc.kill("SIGKILL");
+      await proc.exited;
+    },
+  };
+}
