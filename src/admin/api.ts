@@ -35,6 +35,17 @@ export async function handleApi(req: Request, sup: Supervisor): Promise<Response
     return json(ok ? 200 : 503, h);
   }
 
+  if ((path === "/ca.pem" || path === "/ca.der") && (method === "GET" || method === "HEAD")) {
+    const ca = sup.ca;
+    if (!ca) return apiError(404, "no CA: cache mode has not been configured");
+    if (path === "/ca.pem")
+      return new Response(ca.rootPem, { headers: { "content-type": "application/x-pem-file", "content-disposition": 'attachment; filename="agate-ca.pem"' } });
+    const b64 = ca.rootPem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, "");
+    return new Response(Buffer.from(b64, "base64"), {
+      headers: { "content-type": "application/x-x509-ca-cert", "content-disposition": 'attachment; filename="agate-ca.der"' },
+    });
+  }
+
   if (!tokenOk(req, sup.token)) return apiError(401, "missing or wrong bearer token (see `agate token`)");
 
   if (path === "/api/status" && method === "GET") {

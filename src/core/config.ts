@@ -26,6 +26,12 @@ export const PLATFORM_DOMAINS: readonly string[] = [
 export const MAX_ALLOWED_DOMAINS = 10;
 export const MIN_TLS_VERSIONS = ["1.0", "1.1", "1.2", "1.3"] as const;
 export type MinTls = (typeof MIN_TLS_VERSIONS)[number];
+/**
+ * What this build can really offer agents. Measured on Bun 1.4.5: a node:tls server with minVersion "TLSv1"
+ * still answers a TLS 1.1 ClientHello (openssl s_client -tls1_1 -cipher DEFAULT:@SECLEVEL=0) with a
+ * protocol_version alert, so 1.0 and 1.1 are refused at the door rather than pretended.
+ */
+export const OFFERED_TLS_VERSIONS = ["1.2", "1.3"] as const;
 
 export type UpstreamProxy = {
   host: string;
@@ -77,7 +83,17 @@ export type Config = {
   hosts: Record<string, string>;
   destinations: { ports: number[] };
   platform: { domains: string[]; pod: string };
-  tls: { upstream_ca: string | null };
+  tls: {
+    upstream_ca: string | null;
+    /** which CA issues the leaves agents see in cache and patch modes */
+    ca: "appliance" | "common" | "customer";
+    /** common: the CA certificate; customer: the root */
+    ca_cert: string | null;
+    /** customer: the intermediate chain, issuing certificate first */
+    ca_chain: string | null;
+    /** common / customer: the issuing certificate's private key (PEM, no passphrase) */
+    ca_key: string | null;
+  };
   admin: { port: number; listen: string; tls: boolean; token: string | null };
 };
 
@@ -113,7 +129,7 @@ export const DEFAULTS: Config = {
   hosts: {},
   destinations: { ports: [443] },
   platform: { domains: [...PLATFORM_DOMAINS], pod: "qg1.apps.qualys.com" },
-  tls: { upstream_ca: null },
+  tls: { upstream_ca: null, ca: "appliance", ca_cert: null, ca_chain: null, ca_key: null },
   admin: { port: 8443, listen: "127.0.0.1", tls: false, token: null },
 };
 
@@ -239,7 +255,7 @@ const KNOWN: Record<string, readonly string[]> = {
   upstream_proxy: ["host", "port", "username", "password"],
   destinations: ["ports"],
   platform: ["domains", "pod"],
-  tls: ["upstream_ca"],
+  tls: ["upstream_ca", "ca", "ca_cert", "ca_chain", "ca_key"],
   admin: ["port", "listen", "tls", "token"],
   hosts: [],
 };
@@ -300,6 +316,11 @@ export function parseConfig(raw: unknown, base: Config = DEFAULTS): Config {
   const minTls = str("cache.min_tls", String(pick(c, "min_tls", base.cache.min_tls)));
   if (!(MIN_TLS_VERSIONS as readonly string[]).includes(minTls))
     throw new ConfigError("cache.min_tls", `expected one of ${MIN_TLS_VERSIONS.join(", ")}, got ${show(minTls)}`);
+  if (!(OFFERED_TLS_VERSIONS as readonly string[]).includes(minTls))
+    throw new ConfigError(
+      "cache.min_tls",
+      `${minTls} cannot be offered: Bun's TLS stack (BoringSSL) refuses TLS 1.0 and 1.1 handshakes even when asked to allow them; use 1.2 or 1.3`,
+    );
   const rulesRaw = pick(c, "rules", base.cache.rules);
   if (!Array.isArray(rulesRaw)) throw new ConfigError("cache.rules", `expected a list of { host, path, max_age_s }`);
   const rules = rulesRaw.map((r, i): ArtifactRule => {
@@ -390,7 +411,20 @@ export function parseConfig(raw: unknown, base: Config = DEFAULTS): Config {
   };
 
   const t = section(raw, "tls");
-  const tls = { upstream_ca: optStr("tls.upstream_ca", pick(t, "upstream_ca", base.tls.upstream_ca)) };
+  const caKind = str("tls.ca", pick(t, "ca", base.tls.ca));
+  if (!["appliance", "common", "customer"].includes(caKind))
+    throw new ConfigError("tls.ca", `expected appliance, common or customer, got ${show(caKind)}`);
+  const tls = {
+    upstream_ca: optStr("tls.upstream_ca", pick(t, "upstream_ca", base.tls.upstream_ca)),
+    ca: caKind as Config["tls"]["ca"],
+    ca_cert: optStr("tls.ca_cert", pick(t, "ca_cert", base.tls.ca_cert)),
+    ca_chain: optStr("tls.ca_chain", pick(t, "ca_chain", base.tls.ca_chain)),
+    ca_key: optStr("tls.ca_key", pick(t, "ca_key", base.tls.ca_key)),
+  };
+  if (tls.ca !== "appliance") {
+    if (!tls.ca_cert) throw new ConfigError("tls.ca_cert", `the ${tls.ca} CA needs its certificate file (PEM)`);
+    if (!tls.ca_key) throw new ConfigError("tls.ca_key", `the ${tls.ca} CA needs its private key file (PEM, no passphrase)`);
+  }
 
   const a = section(raw, "admin");
   const admin = {

@@ -6,6 +6,7 @@
 import { type Config } from "../core/config";
 import { ADMISSION_SLOTS, type SupervisorToWorker, type WorkerToSupervisor, decode, encode } from "../workers/protocol";
 import { log } from "../workers/log";
+import type { CaPems } from "../store/ca-store";
 
 export type PoolEvents = {
   onMessage: (m: WorkerToSupervisor) => void;
@@ -23,15 +24,18 @@ export class Pool {
   private stopping = false;
   config: Config;
   ports: { proxy: number; cache: number };
+  ca: CaPems | null;
 
   constructor(
     config: Config,
     ports: { proxy: number; cache: number },
+    ca: CaPems | null,
     readonly size: number,
     private events: PoolEvents,
   ) {
     this.config = config;
     this.ports = ports;
+    this.ca = ca;
     for (let i = 0; i < size; i++) this.slots.push({ worker: null, ready: false, starts: 0, lastStart: 0 });
   }
 
@@ -71,7 +75,7 @@ export class Pool {
       log("warn", "worker exited; restarting", { worker: index, code, in_ms: delay });
       slot.restartTimer = setTimeout(() => this.spawn(index), delay);
     });
-    this.send(index, { t: "init", index, config: this.config, ports: this.ports }, true);
+    this.send(index, { t: "init", index, config: this.config, ports: this.ports, ca: this.ca }, true);
   }
 
   send(index: number, m: SupervisorToWorker, withAdmission = false) {
@@ -97,10 +101,11 @@ export class Pool {
     return Atomics.load(this.adm, 0);
   }
 
-  setConfig(config: Config, ports: { proxy: number; cache: number }) {
+  setConfig(config: Config, ports: { proxy: number; cache: number }, ca: CaPems | null) {
     this.config = config;
     this.ports = ports;
-    this.broadcast({ t: "config", config, ports });
+    this.ca = ca;
+    this.broadcast({ t: "config", config, ports, ca });
   }
 
   stopAccepting() {

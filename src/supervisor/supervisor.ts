@@ -13,6 +13,7 @@ import { Pool } from "./pool";
 import type { WorkerCounters, WorkerToSupervisor } from "../workers/protocol";
 import { log, setLogSink } from "../workers/log";
 import { startAdminServer, type AdminServer } from "../admin/server";
+import { loadActiveCa, type CaPems } from "../store/ca-store";
 
 export const VERSION = "0.1.0";
 const HOUR = 3600_000;
@@ -27,6 +28,7 @@ export type Supervisor = {
   readonly startedAt: number;
   readonly draining: boolean;
   readonly token: string;
+  readonly ca: CaPems | null;
   pool: Pool;
   health(): HealthReport;
   stats(): StatsReport;
@@ -46,6 +48,7 @@ export type HealthReport = {
   active_tunnels: number;
   open_connections: number;
   ports: Ports;
+  ca: { kind: string; common_name: string; not_after: string; expires_in_days: number | null } | null;
 };
 
 export type StatsReport = {
@@ -152,6 +155,8 @@ export async function startSupervisor(opts: { config: Config; configPath: string
   setLogSink(writeLine, "supervisor");
 
   const token = loadToken(config);
+  // The active CA: needed by cache mode, and served at /ca.pem for agents to install.
+  let ca: CaPems | null = await loadActiveCa(config);
   const startedAt = Date.now();
   let draining = false;
   const workerCount = config.gateway.workers || navigator.hardwareConcurrency || 1;
@@ -197,7 +202,7 @@ export async function startSupervisor(opts: { config: Config; configPath: string
     latest[index] = null;
   };
 
-  const pool = new Pool(config, ports, workerCount, { onMessage, onExit });
+  const pool = new Pool(config, ports, ca, workerCount, { onMessage, onExit });
   pool.start();
 
   // Wait for the workers to listen (or fail) before announcing the ports.
@@ -231,12 +236,18 @@ export async function startSupervisor(opts: { config: Config; configPath: string
       return draining;
     },
     token,
+    get ca() {
+      return ca;
+    },
     pool,
     health() {
       const alive = pool.alive();
       const reasons: string[] = [];
       if (draining) reasons.push("draining: shutting down");
       if (alive === 0) reasons.push("no live worker");
+      const caDays = ca ? Math.floor((ca.notAfter - Date.now()) / 86_400_000) : null;
+      if (caDays !== null && caDays < 0) reasons.push(`the ${ca!.kind} CA expired ${-caDays} days ago: agents reject every intercepted connection`);
+      else if (caDays !== null && caDays <= 30) reasons.push(`the ${ca!.kind} CA expires in ${caDays} days (${new Date(ca!.notAfter).toISOString().slice(0, 10)}): replace it before agents break`);
       else if (alive < workerCount) reasons.push(`${workerCount - alive} of ${workerCount} workers restarting`);
       const t = totals();
       const down = draining || alive === 0;
@@ -249,6 +260,7 @@ export async function startSupervisor(opts: { config: Config; configPath: string
         active_tunnels: t.activeTunnels,
         open_connections: pool.openConnections(),
         ports: sup.ports,
+        ca: ca && { kind: ca.kind, common_name: ca.commonName, not_after: new Date(ca.notAfter).toISOString(), expires_in_days: caDays },
       };
     },
     stats() {
@@ -277,10 +289,12 @@ export async function startSupervisor(opts: { config: Config; configPath: string
       }
     },
     async apply(next: Config) {
+      const nextCa = await loadActiveCa(next); // a CA that does not check out keeps the running config
       const nextPorts = resolvePorts(next, { config, ports: { ...ports, admin: 0 } });
       config = next;
       ports = nextPorts;
-      pool.setConfig(next, nextPorts);
+      ca = nextCa;
+      pool.setConfig(next, nextPorts, nextCa);
     },
     async drain() {
       if (draining) return;

@@ -195,8 +195,13 @@ function onClientData(sock: Socket<ClientConn>, data: Uint8Array) {
       }
       return;
     }
-    case "intercept":
-      return; // the interception layer reads through its own stream
+    case "intercept": {
+      const d = c.intercept as { onData(b: Uint8Array): void } | null;
+      rt.counters.bytesUp += data.byteLength;
+      c.lastActive = rt.clock;
+      if (d) d.onData(data);
+      return;
+    }
     case "refused":
     case "closed":
       return; // lingering: discard
@@ -229,6 +234,8 @@ function onHeadBytes(sock: Socket<ClientConn>, data: Uint8Array) {
     if (rt.onIntercept && c.port === "cache") {
       c.target = req.target;
       c.state = "intercept";
+      rt.counters.activeTunnels++;
+      rt.counters.totalTunnels++;
       const early = concat(buf.subarray(0, head.headBytes), c.buf ?? new Uint8Array(0));
       c.buf = null;
       return rt.onIntercept(sock, early);
@@ -245,6 +252,8 @@ function onHeadBytes(sock: Socket<ClientConn>, data: Uint8Array) {
   if (v.action === "deny") return refuse(sock, 403, v.reason ?? `CONNECT to ${req.target.host} denied`, v.rule);
   if (v.action === "intercept" && rt.onIntercept) {
     c.state = "intercept";
+    rt.counters.activeTunnels++;
+    rt.counters.totalTunnels++;
     sock.write(ESTABLISHED);
     const early = c.buf;
     c.buf = null;
@@ -351,7 +360,8 @@ function onClientClose(sock: Socket<ClientConn>) {
   const c = sock.data;
   if (!c || c.closed) return;
   c.closed = true;
-  const wasTunnel = c.state === "tunnel" || c.state === "tlsPeek";
+  const wasTunnel = c.state === "tunnel" || c.state === "tlsPeek" || c.state === "intercept";
+  if (c.state === "intercept") (c.intercept as { destroy(): void } | null)?.destroy();
   const prev = c.state;
   c.state = "closed";
   rt.conns.delete(sock);
@@ -369,7 +379,7 @@ function onClientClose(sock: Socket<ClientConn>) {
       client: `${c.ip}:${c.remotePort}`,
       port: c.port,
       dest: `${c.target!.host}:${c.target!.port}`,
-      decision: c.verdict?.action,
+      decision: c.verdict?.action ?? "forward",
       rule: c.verdict?.rule,
       via: c.via,
       up: peer?.data.bytesOut ?? 0,
@@ -388,13 +398,17 @@ function makeClientHandlers(port: PortKind): SocketHandler<ClientConn> {
     data: onClientData,
     drain: (s) => {
       if (s.data.state === "tunnel" || s.data.state === "tlsPeek") onPipeDrain(s as unknown as Socket<PipeEnd>);
+      else if (s.data.state === "intercept") (s.data.intercept as { onDrain(): void } | null)?.onDrain();
     },
     end: (s) => {
       const c = s.data;
       if (c.state === "tunnel" || c.state === "tlsPeek") {
         c.endReason ||= "client-closed";
         if (onPipeEnd(s as unknown as Socket<PipeEnd>)) endTunnel(s, "closed");
-      } else if (c.state !== "intercept") {
+      } else if (c.state === "intercept") {
+        c.readEnded = true;
+        (c.intercept as { push(b: null): void } | null)?.push(null);
+      } else {
         c.readEnded = true;
         s.end();
       }
@@ -465,7 +479,8 @@ export function sweep(now: number) {
         if (now - c.started > LINGER_MS) s.terminate();
         break;
       case "tunnel":
-      case "tlsPeek": {
+      case "tlsPeek":
+      case "intercept": {
         const last = Math.max(c.lastActive, c.peer?.data.lastActive ?? 0);
         if (now - last > idleMs) endTunnel(s, "idle-timeout");
         break;

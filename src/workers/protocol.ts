@@ -5,6 +5,7 @@
  */
 import { Packr } from "msgpackr";
 import type { Config } from "../core/config";
+import type { CaPems } from "../store/ca-store";
 
 export const packr = new Packr({ structuredClone: false, useRecords: false });
 
@@ -22,8 +23,8 @@ export type WorkerCounters = {
 };
 
 export type SupervisorToWorker =
-  | { t: "init"; index: number; config: Config; ports: { proxy: number; cache: number } }
-  | { t: "config"; config: Config; ports: { proxy: number; cache: number } }
+  | { t: "init"; index: number; config: Config; ports: { proxy: number; cache: number }; ca: CaPems | null }
+  | { t: "config"; config: Config; ports: { proxy: number; cache: number }; ca: CaPems | null }
   | { t: "drain" }
   | { t: "crash" } // admin/test: make this worker die, to exercise the restart path
   | { t: "stop" };

@@ -7,6 +7,18 @@ import type { TCPSocketListener } from "bun";
 import { type SupervisorToWorker, type WorkerToSupervisor, decode, encode } from "./protocol";
 import { type ClientConn, cacheHandlers, closeAll, proxyHandlers, rt, setConfig, startDrain, sweep } from "./listener";
 import { log, setLogSink } from "./log";
+import { setTlsConfig } from "./intercept";
+import { onIntercept } from "./cache-port";
+import type { CaPems } from "../store/ca-store";
+import type { Config } from "../core/config";
+
+/** Cache mode: the active CA for leaves, and the interception entry point on the cache port. */
+async function applyCache(config: Config, ca: CaPems | null) {
+  if (config.cache.enabled && ca) {
+    await setTlsConfig(ca, config.cache.min_tls, config.gateway.data_dir);
+    rt.onIntercept = onIntercept;
+  } else rt.onIntercept = null;
+}
 
 declare const self: Worker;
 
@@ -75,7 +87,7 @@ function report() {
   rt.cacheIps.clear();
 }
 
-self.onmessage = (ev: MessageEvent) => {
+self.onmessage = async (ev: MessageEvent) => {
   const { msg, admission } = ev.data as { msg: Uint8Array; admission?: SharedArrayBuffer };
   const m = decode<SupervisorToWorker>(msg);
   switch (m.t) {
@@ -84,6 +96,7 @@ self.onmessage = (ev: MessageEvent) => {
       if (admission) rt.admission = new Int32Array(admission);
       setConfig(m.config);
       try {
+        await applyCache(m.config, m.ca);
         applyPorts(m.ports);
       } catch (e) {
         post({ t: "listen-error", index: m.index, message: (e as Error).message });
@@ -98,6 +111,7 @@ self.onmessage = (ev: MessageEvent) => {
     case "config": {
       setConfig(m.config);
       try {
+        await applyCache(m.config, m.ca);
         applyPorts(m.ports);
       } catch (e) {
         log("error", "listen failed after config change", { error: (e as Error).message });

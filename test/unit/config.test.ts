@@ -105,3 +105,14 @@ describe("merge and redact", () => {
     expect(DEFAULTS.upstream_proxy).toBeNull();
   });
 });
+
+describe("TLS towards agents", () => {
+  test.each(["1.0", "1.1"])("min_tls %s is refused with the reason, not pretended", (v) => {
+    expect(refusal({ cache: { min_tls: v } })).toContain(`cache.min_tls: ${v} cannot be offered: Bun's TLS stack (BoringSSL) refuses TLS 1.0 and 1.1`);
+  });
+  test("a common CA needs its certificate and key files", () => {
+    expect(refusal({ tls: { ca: "common" } })).toContain("tls.ca_cert: the common CA needs its certificate file");
+    expect(refusal({ tls: { ca: "customer", ca_cert: "/x/root.pem" } })).toContain("tls.ca_key");
+    expect(refusal({ tls: { ca: "vendor" } })).toContain("tls.ca: expected appliance, common or customer");
+  });
+});

@@ -1,0 +1,315 @@
+/**
+ * @module An HTTP/1.1 client towards origins for the cache port: dial (direct, [hosts], or through the upstream
+ * proxy, as tunnels do), TLS as a client with `upgradeTLS` (verified against the system roots plus
+ * `[tls] upstream_ca`, highest version available), then one exchange per connection with our own head parser
+ * and body decoder, so bytes reach the agent exactly as the origin sent them (no decompression, no rewriting).
+ * Streaming both ways with back-pressure: the request body is written as it arrives, the response body is
+ * handed on chunk by chunk and the socket pauses while the sink is full.
+ */
+import type { Socket, SocketHandler } from "bun";
+import { readFileSync } from "node:fs";
+import tls from "node:tls";
+import { ProxyError } from "../core/errors";
+import type { Config } from "../core/config";
+import type { Target } from "../core/types";
+import { type Headers, type ResponseHead, NEED_MORE, parseResponseHead } from "../core/http1/head";
+import { BodyDecoder, encodeChunk, framingForResponse, lastChunk, type Framing } from "../core/http1/body";
+import { serializeRequestHead } from "../core/http1/serialize";
+import type { Policy } from "../core/policy";
+import { dialTarget, onHandshakeClose, onHandshakeData, type OriginConn } from "./upstream";
+
+export type ResponseSink = {
+  onHead(head: ResponseHead): void;
+  /** return false to pause the origin until `exchange.resume()` */
+  onData(chunk: Uint8Array): boolean;
+  onEnd(): void;
+  onError(e: ProxyError): void;
+};
+
+export type OriginRequest = {
+  scheme: "https" | "http";
+  target: Target;
+  method: string;
+  path: string;
+  headers: Headers;
+  /** framing of the body we will write: none, a known length, or chunked */
+  body: Framing;
+};
+
+type ExchangeConn = OriginConn & { ex: Exchange | null };
+
+const HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "proxy-authenticate",
+  "proxy-authorization",
+]);
+
+/** Drop hop-by-hop fields (RFC 9110 §7.6.1), including those the Connection header names. */
+export function stripHopByHop(h: Headers, extra: string[] = []): Headers {
+  const named = new Set(extra);
+  for (const [k, v] of h) if (k.toLowerCase() === "connection") for (const n of v.split(",")) named.add(n.trim().toLowerCase());
+  return h.filter(([k]) => {
+    const l = k.toLowerCase();
+    return !HOP.has(l) && !named.has(l);
+  });
+}
+
+let trustCache: { key: string; ca: string[] } | null = null;
+function trustedCas(config: Config): string[] {
+  const key = config.tls.upstream_ca ?? "";
+  if (trustCache?.key === key) return trustCache.ca;
+  const ca = [...tls.rootCertificates];
+  if (config.tls.upstream_ca) ca.push(readFileSync(config.tls.upstream_ca, "utf8"));
+  trustCache = { key, ca };
+  return ca;
+}
+
+class Exchange {
+  sock: Socket<ExchangeConn> | null = null;
+  buf: Uint8Array | null = null;
+  head: ResponseHead | null = null;
+  decoder: BodyDecoder | null = null;
+  finished = false;
+  paused = false;
+  bodyChunked: boolean;
+  bytesIn = 0;
+
+  constructor(
+    readonly req: OriginRequest,
+    readonly sink: ResponseSink,
+  ) {
+    this.bodyChunked = req.body.kind === "chunked";
+  }
+
+  onBytes(data: Uint8Array) {
+    if (this.finished) return;
+    this.bytesIn += data.byteLength;
+    try {
+      if (!this.head) {
+        const buf = this.buf ? concat(this.buf, data) : data;
+        const head = parseResponseHead(buf, { maxHeadBytes: 64 * 1024, maxHeaders: 200 });
+        if (head === NEED_MORE) {
+          this.buf = buf === data ? data.slice() : buf;
+          return;
+        }
+        this.buf = null;
+        if (head.status >= 100 && head.status < 200) {
+          // Interim responses (100 Continue, 103) are not relayed; we answered Expect ourselves.
+          const rest = buf.subarray(head.headBytes);
+          if (rest.byteLength) this.onBytes(rest.slice());
+          return;
+        }
+        this.head = head;
+        this.decoder = new BodyDecoder(framingForResponse(this.req.method, head.status, head.headers), "upstream");
+        this.sink.onHead(head);
+        if (this.finished) return;
+        const rest = buf.subarray(head.headBytes);
+        if (rest.byteLength) this.feed(rest);
+        else if (this.decoder.done) this.finish();
+        return;
+      }
+      this.feed(data);
+    } catch (e) {
+      this.fail(e instanceof ProxyError ? e : new ProxyError("PX_UPSTREAM_BAD_RESPONSE", "upstream", (e as Error).message));
+    }
+  }
+
+  private feed(data: Uint8Array) {
+    const r = this.decoder!.push(data);
+    let more = true;
+    for (const c of r.chunks) if (c.byteLength) more = this.sink.onData(c) && more;
+    if (r.done) return this.finish();
+    if (!more) this.pause();
+  }
+
+  pause() {
+    if (!this.paused) {
+      this.paused = true;
+      this.sock?.pause();
+    }
+  }
+
+  resume() {
+    if (this.paused) {
+      this.paused = false;
+      this.sock?.resume();
+    }
+  }
+
+  onClose() {
+    if (this.finished) return;
+    if (!this.head) return this.fail(new ProxyError("PX_UPSTREAM_CLOSED", "upstream", `${this.req.target.host} closed the connection without answering`));
+    try {
+      this.decoder!.end();
+      this.finish();
+    } catch (e) {
+      this.fail(e as ProxyError);
+    }
+  }
+
+  finish() {
+    if (this.finished) return;
+    this.finished = true;
+    this.sink.onEnd();
+    this.sock?.end();
+  }
+
+  fail(e: ProxyError) {
+    if (this.finished) return;
+    this.finished = true;
+    this.sock?.terminate();
+    this.sink.onError(e);
+  }
+
+  /** Request body bytes (already de-framed); returns false when the caller should wait for `onWritable`. */
+  writeBody(chunk: Uint8Array): boolean {
+    const s = this.sock;
+    if (!s || this.finished) return true;
+    const parts = this.bodyChunked ? encodeChunk(chunk) : [chunk];
+    let ok = true;
+    for (const p of parts) ok = writeAll(s, p) && ok;
+    return ok;
+  }
+
+  endBody() {
+    const s = this.sock;
+    if (!s || this.finished) return;
+    if (this.bodyChunked) writeAll(s, lastChunk());
+  }
+
+  onWritable: (() => void) | null = null;
+}
+
+/** Write everything, keeping what the kernel did not take as the connection's pending bytes. */
+function writeAll(s: Socket<ExchangeConn>, data: Uint8Array): boolean {
+  const d = s.data;
+  if (d.pending) {
+    d.pending = concat(d.pending, data);
+    return false;
+  }
+  const n = s.write(data);
+  if (n < 0) return false;
+  if (n < data.byteLength) {
+    d.pending = data.slice(n);
+    return false;
+  }
+  return true;
+}
+
+function flush(s: Socket<ExchangeConn>) {
+  const d = s.data;
+  if (d.pending) {
+    const n = s.write(d.pending);
+    if (n < 0) return;
+    if (n < d.pending.byteLength) {
+      d.pending = d.pending.subarray(n);
+      return;
+    }
+    d.pending = null;
+  }
+  d.ex?.onWritable?.();
+}
+
+const exchangeHandlers: SocketHandler<ExchangeConn> = {
+  open() {},
+  data(s, data) {
+    if (s.data.hs) return onHandshakeData(s as unknown as Socket<OriginConn>, data);
+    s.data.ex?.onBytes(data);
+  },
+  drain: flush,
+  end(s) {
+    s.data.ex?.onClose();
+  },
+  close(s) {
+    s.data.closed = true;
+    if (s.data.hs) return onHandshakeClose(s as unknown as Socket<OriginConn>);
+    s.data.ex?.onClose();
+  },
+  error(s, e) {
+    const ex = s.data.ex;
+    if (ex && !ex.head) ex.fail(new ProxyError("PX_UPSTREAM_TLS", "upstream", `${ex.req.target.host}: ${(e as Error).message}`));
+  },
+  connectError() {},
+  handshake(s, success, authError) {
+    const ex = s.data.ex;
+    if (!ex) return;
+    if (!success || authError) {
+      ex.fail(
+        new ProxyError(
+          "PX_UPSTREAM_TLS",
+          "upstream",
+          `TLS to ${ex.req.target.host} failed: ${authError ? authError.message : "handshake failed"} (is the origin's CA trusted? see tls.upstream_ca)`,
+        ),
+      );
+    }
+  },
+  timeout: (s) => s.terminate(),
+};
+
+export type ExchangeHandle = {
+  writeBody(chunk: Uint8Array): boolean;
+  endBody(): void;
+  resume(): void;
+  abort(): void;
+  set onWritable(f: (() => void) | null);
+};
+
+/** Start one exchange: dial, TLS, send the head; the sink gets the response. Rejects on dial/TLS failure. */
+export async function startExchange(req: OriginRequest, sink: ResponseSink, env: { config: Config; policy: Policy }): Promise<ExchangeHandle> {
+  const ex = new Exchange(req, sink);
+  const d = await dialTarget(req.target, {
+    config: env.config,
+    policy: env.policy,
+    handlers: exchangeHandlers as unknown as SocketHandler<OriginConn>,
+    now: Date.now(),
+  });
+  let sock = d.sock as unknown as Socket<ExchangeConn>;
+  sock.data.ex = ex;
+  if (req.scheme === "https") {
+    const data: ExchangeConn = { ...sock.data, ex, pending: null };
+    const [, tlsSock] = sock.upgradeTLS<ExchangeConn>({
+      data,
+      tls: { serverName: req.target.host, ca: trustedCas(env.config), rejectUnauthorized: true },
+      socket: exchangeHandlers,
+    });
+    sock.data.ex = null;
+    sock = tlsSock;
+  }
+  ex.sock = sock;
+  const authority = req.target.port === (req.scheme === "https" ? 443 : 80) ? req.target.host : `${req.target.host}:${req.target.port}`;
+  const headers: Headers = [["Host", authority], ...stripHopByHop(req.headers).filter(([k]) => {
+    const l = k.toLowerCase();
+    return l !== "host" && l !== "expect" && l !== "content-length";
+  })];
+  if (req.body.kind === "length") headers.push(["Content-Length", String(req.body.length)]);
+  if (req.body.kind === "chunked") headers.push(["Transfer-Encoding", "chunked"]);
+  headers.push(["Connection", "close"]);
+  writeAll(sock, serializeRequestHead(req.method, req.path, headers));
+  return {
+    writeBody: (c) => ex.writeBody(c),
+    endBody: () => ex.endBody(),
+    resume: () => ex.resume(),
+    abort: () => {
+      if (!ex.finished) {
+        ex.finished = true;
+        ex.sock?.terminate();
+      }
+    },
+    set onWritable(f) {
+      ex.onWritable = f;
+    },
+  };
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.byteLength + b.byteLength);
+  out.set(a, 0);
+  out.set(b, a.byteLength);
+  return out;
+}
