@@ -33,7 +33,7 @@ export const BACKDATE_DAYS = 2;
 export const CA_VALIDITY_DAYS = 3650;
 /** DESIGN: each uploaded file is at most 3 MB. */
 export const MAX_UPLOAD_BYTES = 3 * 1024 * 1024;
-/** RFC 5280 §4.1.2.2: at most 20 octets (we clear the top bit so no sign octet is added). */
+/** RFC 5280 §4.1.2.2: at most 20 octets (the top bit is cleared, so 20 random bytes need no 0x00 sign octet). */
 export const MAX_SERIAL_BYTES = 20;
 /** RFC 5280 ub-common-name. */
 const CN_MAX = 64;
@@ -516,7 +516,7 @@ function displayName(cert: x509.X509Certificate): string {
 function serialOctets(serial: Uint8Array): ArrayBuffer {
   if (serial.length === 0 || serial.length > MAX_SERIAL_BYTES)
     throw new ProxyError("PX_BAD_SERIAL", "internal", `serial: expected 1–${MAX_SERIAL_BYTES} bytes, got ${serial.length}`);
-  let s = serial.slice();
+  let s = Uint8Array.from(serial); // a copy even for a Buffer, whose slice() is a view: the caller's bytes stay put
   s[0] &= 0x7f; // keeps 20 random bytes within 20 octets: no 0x00 sign octet is needed
   const first = s.findIndex((o) => o !== 0);
   if (first < 0) throw new ProxyError("PX_BAD_SERIAL", "internal", "serial: must not be zero");

@@ -36,7 +36,7 @@ export async function loadOrCreateApplianceCa(dataDir: string, name: string): Pr
   const certPath = join(dir, "appliance.pem");
   const keyPath = join(dir, "appliance.key");
   if (!existsSync(certPath) || !existsSync(keyPath)) {
-    const made = await createCa({ commonName: `agate appliance CA (${name})`.slice(0, 100), now: new Date(), serial: randomBytes(16) });
+    const made = await createCa({ commonName: `agate appliance CA (${name})`.slice(0, 64), now: new Date(), serial: randomBytes(16) });
     writeSecret(keyPath, made.keyPem);
     writeFileSync(certPath, made.certPem, { mode: 0o644 });
   }
