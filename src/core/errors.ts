@@ -47,6 +47,9 @@ const SPECIAL: Record<string, number> = {
   PX_UPSTREAM_TIMEOUT: 504,
   PX_DNS: 502,
   PX_NOT_FOUND: 404,
+  PX_MISDIRECTED: 421,
+  PX_NOT_IMPLEMENTED: 501,
+  PX_ONLY_IF_CACHED: 504,
 };
 
 export const statusFor = (e: ProxyError): number =>

@@ -260,7 +260,10 @@ export class HttpSession {
           this.bodyDone = () => {
             ex.endBody();
           };
-          if (rest) this.onBodyBytes(rest);
+          // Body bytes that arrived while we were dialling sit in buf, after those that came with the head.
+          const early = rest && this.buf ? concat(rest, this.buf) : (rest ?? this.buf);
+          this.buf = null;
+          if (early) this.onBodyBytes(early);
         },
         (e) => reject(e),
       );

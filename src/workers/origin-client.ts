@@ -38,7 +38,7 @@ export type OriginRequest = {
 
 type ExchangeConn = OriginConn & { ex: Exchange | null };
 
-const HOP = new Set([
+export const HOP_BY_HOP = new Set([
   "connection",
   "keep-alive",
   "proxy-connection",
@@ -56,7 +56,7 @@ export function stripHopByHop(h: Headers, extra: string[] = []): Headers {
   for (const [k, v] of h) if (k.toLowerCase() === "connection") for (const n of v.split(",")) named.add(n.trim().toLowerCase());
   return h.filter(([k]) => {
     const l = k.toLowerCase();
-    return !HOP.has(l) && !named.has(l);
+    return !HOP_BY_HOP.has(l) && !named.has(l);
   });
 }
 

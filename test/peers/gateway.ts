@@ -40,7 +40,7 @@ export async function startGateway(cfg: Tomlish, opts: { dir?: string } = {}): P
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), "agate-gw-"));
   const full: Tomlish = {
     ...cfg,
-    gateway: { data_dir: join(dir, "data"), workers: 2, drain_grace_s: 5, ...(cfg.gateway ?? {}) },
+    gateway: { data_dir: join(dir, "data"), workers: 2, drain_grace_s: 2, ...(cfg.gateway ?? {}) },
     proxy: { port: 0, listen: "127.0.0.1", ...(cfg.proxy ?? {}) },
     admin: { port: 0, token: "test-token-0123456789abcdef", ...(cfg.admin ?? {}) },
   };
