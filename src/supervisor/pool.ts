@@ -22,6 +22,8 @@ export class Pool {
   readonly adm = new Int32Array(this.admission);
   private slots: Slot[] = [];
   private stopping = false;
+  /** one id per process life: store blobs are verified once per boot, not once per worker */
+  readonly bootId = `${process.pid}-${Date.now()}`;
   config: Config;
   ports: { proxy: number; cache: number };
   ca: CaPems | null;
@@ -75,7 +77,7 @@ export class Pool {
       log("warn", "worker exited; restarting", { worker: index, code, in_ms: delay });
       slot.restartTimer = setTimeout(() => this.spawn(index), delay);
     });
-    this.send(index, { t: "init", index, config: this.config, ports: this.ports, ca: this.ca }, true);
+    this.send(index, { t: "init", index, config: this.config, ports: this.ports, ca: this.ca, bootId: this.bootId }, true);
   }
 
   send(index: number, m: SupervisorToWorker, withAdmission = false) {

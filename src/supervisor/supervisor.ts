@@ -14,6 +14,9 @@ import type { WorkerCounters, WorkerToSupervisor } from "../workers/protocol";
 import { log, setLogSink } from "../workers/log";
 import { startAdminServer, type AdminServer } from "../admin/server";
 import { loadActiveCa, type CaPems } from "../store/ca-store";
+import { Store } from "../store/store";
+import { cacheBudget, cacheDir } from "../store/cache-paths";
+import { rotateLogFile } from "../store/log-store";
 
 export const VERSION = "0.1.0";
 const HOUR = 3600_000;
@@ -35,8 +38,16 @@ export type Supervisor = {
   recentLogs(): string[];
   reloadFromFile(): Promise<{ ok: true } | { ok: false; error: string }>;
   apply(next: Config): Promise<void>;
+  /** Make `pems` the active CA (an assigned certificate): new handshakes use it at once, no restart. */
+  setCa(pems: CaPems): void;
+  readonly configPath: string | null;
+  readonly dataDir: string;
   drain(): Promise<void>;
   crashWorker(index: number): boolean;
+  /** Admin: client IPs as the workers report them (every second), for the persisted 7-day series. */
+  onClientIps(cb: (port: "proxy" | "cache", ips: string[], now: number) => void): void;
+  /** Admin: the config file changes when a gateway started on the defaults first saves its config. */
+  setConfigPath(path: string): void;
 };
 
 export type HealthReport = {
@@ -80,6 +91,10 @@ function addCounters(into: WorkerCounters, c: WorkerCounters, withActive: boolea
   into.bytesDown += c.bytesDown;
   for (const [k, v] of Object.entries(c.refusals)) into.refusals[k] = (into.refusals[k] ?? 0) + v;
   for (const [k, v] of Object.entries(c.errors)) into.errors[k] = (into.errors[k] ?? 0) + v;
+  if (c.cache) {
+    into.cache ??= {};
+    for (const [k, v] of Object.entries(c.cache)) into.cache[k] = (into.cache[k] ?? 0) + v;
+  }
 }
 
 /** Read and validate a TOML config file; errors name the file, the key and the rule. */
@@ -147,7 +162,7 @@ export async function startSupervisor(opts: { config: Config; configPath: string
     pendingFile = [];
     try {
       appendFileSync(logPath, chunk);
-      if (statSync(logPath).size > LOG_FILE_MAX) renameSync(logPath, logPath + ".1");
+      rotateLogFile(logPath); // by size into agate.log.1…N, oldest removed before the disk or the cap fills
     } catch {
       // TODO: surface a full disk in health; logs must never take the gateway down.
     }
@@ -168,6 +183,8 @@ export async function startSupervisor(opts: { config: Config; configPath: string
   const cacheIps = new UniqueWindow(HOUR);
   const series = new BucketSeries(60_000, 60);
 
+  const ipListeners: ((port: "proxy" | "cache", ips: string[], now: number) => void)[] = [];
+  let configPath = opts.configPath;
   const onMessage = (m: WorkerToSupervisor) => {
     switch (m.t) {
       case "ready":
@@ -183,6 +200,10 @@ export async function startSupervisor(opts: { config: Config; configPath: string
           series.add(ip, now);
         }
         for (const ip of m.cacheIps) cacheIps.add(ip, now);
+        for (const cb of ipListeners) {
+          if (m.proxyIps.length) cb("proxy", m.proxyIps, now);
+          if (m.cacheIps.length) cb("cache", m.cacheIps, now);
+        }
         return;
       }
       case "log":
@@ -202,6 +223,13 @@ export async function startSupervisor(opts: { config: Config; configPath: string
     latest[index] = null;
   };
 
+  if (config.cache.enabled) {
+    // Crash leftovers (temp files, dead fills, index rows without blobs) are repaired once, before any worker opens the store.
+    const st = Store.open(cacheDir(config), { maxBytes: cacheBudget(config), owner: `${process.pid}:supervisor`, recover: true });
+    const r = st.recovery;
+    if (r.tmpFiles || r.fills || r.rows || r.blobs) log("warn", "cache store repaired after a crash", { ...r });
+    st.close();
+  }
   const pool = new Pool(config, ports, ca, workerCount, { onMessage, onExit });
   pool.start();
 
@@ -276,15 +304,15 @@ export async function startSupervisor(opts: { config: Config; configPath: string
     },
     recentLogs: () => ring.slice(),
     async reloadFromFile() {
-      if (!opts.configPath) return { ok: false, error: "no config file: started on the embedded defaults" };
+      if (!configPath) return { ok: false, error: "no config file: started on the embedded defaults" };
       try {
-        const next = loadConfigFile(opts.configPath);
+        const next = loadConfigFile(configPath);
         await sup.apply(next);
-        log("info", "config reloaded", { file: opts.configPath });
+        log("info", "config reloaded", { file: configPath });
         return { ok: true };
       } catch (e) {
         const error = (e as Error).message;
-        log("error", "config reload failed; keeping the running config", { file: opts.configPath, error });
+        log("error", "config reload failed; keeping the running config", { file: configPath, error });
         return { ok: false, error };
       }
     },
@@ -296,6 +324,21 @@ export async function startSupervisor(opts: { config: Config; configPath: string
       ca = nextCa;
       pool.setConfig(next, nextPorts, nextCa);
     },
+    setCa(pems: CaPems) {
+      ca = pems;
+      pool.setConfig(config, ports, pems);
+      log("info", "active CA changed", { kind: pems.kind, common_name: pems.commonName });
+    },
+    get configPath() {
+      return configPath;
+    },
+    setConfigPath(path: string) {
+      configPath = path;
+    },
+    onClientIps(cb) {
+      ipListeners.push(cb);
+    },
+    dataDir,
     async drain() {
       if (draining) return;
       draining = true;
@@ -317,7 +360,7 @@ export async function startSupervisor(opts: { config: Config; configPath: string
     },
   };
 
-  admin = startAdminServer(sup);
+  admin = await startAdminServer(sup);
   log("info", "listening", {
     proxy: ports.proxy,
     cache: config.cache.enabled ? ports.cache : null,

@@ -13,6 +13,7 @@ import { decide, decideClient } from "../core/policy";
 import type { Target, Verdict } from "../core/types";
 import { type ExchangeHandle, startExchange, stripHopByHop } from "./origin-client";
 import { log } from "./log";
+import { invalidateAfter } from "./fill";
 import type { ClientConn } from "./listener";
 import { rt } from "./listener";
 
@@ -225,6 +226,7 @@ export class HttpSession {
         { scheme: req.scheme, target: req.target, method: req.method, path: req.path, headers: req.headers, body: req.body },
         {
           onHead: (h) => {
+            invalidateAfter(req, h.status, h.headers);
             const noBody = req.method === "HEAD" || h.status === 204 || h.status === 304;
             if (noBody) return res.head(h.status, stripHopByHop(h.headers), null, h.reason); // Content-Length kept as the origin said
             const len = getHeader(h.headers, "content-length");

@@ -23,7 +23,7 @@ export type WorkerCounters = {
 };
 
 export type SupervisorToWorker =
-  | { t: "init"; index: number; config: Config; ports: { proxy: number; cache: number }; ca: CaPems | null }
+  | { t: "init"; index: number; config: Config; ports: { proxy: number; cache: number }; ca: CaPems | null; bootId: string }
   | { t: "config"; config: Config; ports: { proxy: number; cache: number }; ca: CaPems | null }
   | { t: "drain" }
   | { t: "crash" } // admin/test: make this worker die, to exercise the restart path

@@ -11,11 +11,17 @@ import { setTlsConfig } from "./intercept";
 import { onIntercept } from "./cache-port";
 import type { CaPems } from "../store/ca-store";
 import type { Config } from "../core/config";
+import { cacheCounters, openCacheStore, serveCacheable } from "./fill";
+import { setCacheLayer } from "./http-session";
+
+let bootId = "";
 
 /** Cache mode: the active CA for leaves, and the interception entry point on the cache port. */
 async function applyCache(config: Config, ca: CaPems | null) {
   if (config.cache.enabled && ca) {
     await setTlsConfig(ca, config.cache.min_tls, config.gateway.data_dir);
+    openCacheStore(config, rt.index, bootId);
+    setCacheLayer(serveCacheable);
     rt.onIntercept = onIntercept;
   } else rt.onIntercept = null;
 }
@@ -74,7 +80,7 @@ function applyPorts(ports: { proxy: number; cache: number }) {
 }
 
 function report() {
-  const counters = { ...rt.counters, refusals: { ...rt.counters.refusals }, errors: { ...rt.counters.errors } };
+  const counters = { ...rt.counters, refusals: { ...rt.counters.refusals }, errors: { ...rt.counters.errors }, cache: { ...cacheCounters() } };
   post({
     t: "stats",
     index: rt.index,
@@ -93,6 +99,7 @@ self.onmessage = async (ev: MessageEvent) => {
   switch (m.t) {
     case "init": {
       rt.index = m.index;
+      bootId = m.bootId;
       if (admission) rt.admission = new Int32Array(admission);
       setConfig(m.config);
       try {
