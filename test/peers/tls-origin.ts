@@ -32,6 +32,11 @@ export function startTlsOrigin(pki: TestPki | null, routes: Record<string, (req:
     async fetch(req) {
       const u = new URL(req.url);
       hits.set(u.pathname, (hits.get(u.pathname) ?? 0) + 1);
+      // /raw/* routes get the request unread (to stream large bodies); the others see it buffered.
+      if (u.pathname.startsWith("/raw/") && routes[u.pathname]) {
+        requests.push({ method: req.method, path: u.pathname, headers: Object.fromEntries(req.headers), bodyBytes: -1 });
+        return routes[u.pathname]!(req);
+      }
       const body = req.body ? new Uint8Array(await req.arrayBuffer()) : new Uint8Array(0);
       requests.push({ method: req.method, path: u.pathname, headers: Object.fromEntries(req.headers), bodyBytes: body.byteLength });
       const route = routes[u.pathname];
