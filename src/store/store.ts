@@ -20,7 +20,7 @@
  * - One upstream fetch per key: `claimFill` is atomic across threads (BEGIN IMMEDIATE + upsert of the `fills` row);
  *   a fill whose heartbeat is older than `staleMs` belongs to a dead filler and may be taken over.
  */
-import { closeSync, fstatSync, openSync, readSync, unlinkSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync, statSync, unlinkSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import type { Headers } from "../core/cache/freshness";
 import { matchesVary } from "../core/cache/key";
@@ -1053,6 +1053,37 @@ class RemoteFill implements FillSource {
     }
   }
 
+  /** Is the file we tail now the blob of one of this key's entries (same inode)? Then the fill was stored: done. */
+  #published(): boolean {
+    if (this.#fd === -1) return false;
+    const st = fstatSync(this.#fd);
+    for (const r of this.ctx.q.blobsOfPkey.all(this.key)) {
+      try {
+        const b = statSync(join(this.ctx.dir, r.blob_path));
+        if (b.ino !== st.ino || b.dev !== st.dev) continue;
+      } catch {
+        continue;
+      }
+      const e = this.ctx.q.entry.get(this.key, r.vkey);
+      if (e === null) continue;
+      if (!this.#hasHead) {
+        // we never polled while the head was in the fills row: the stored entry has it
+        this.#hasHead = true;
+        this.headD.resolve({
+          status: e.status,
+          headers: JSON.parse(e.headers) as Headers,
+          requestTime: e.request_time,
+          responseTime: e.response_time,
+        });
+      }
+      this.status = "done";
+      this.finalSize = st.size;
+      if (this.ctx.remotes.get(this.key) === this) this.ctx.remotes.delete(this.key);
+      return true;
+    }
+    return false;
+  }
+
   #fail(e: Error): void {
     this.status = "failed";
     this.error = e;
@@ -1074,9 +1105,13 @@ class RemoteFill implements FillSource {
     try {
       const row = this.ctx.q.fill.get(this.key);
       if (row === null || row.tmp_path !== this.tmpPath) {
-        this.#fail(
-          new ProxyError("PX_FILL_STALE", "internal", `fill of ${this.key} was abandoned and removed or taken over`),
-        );
+        // Between two polls the fill may have finished and a new claim replaced its 'done' row (a request that
+        // missed just before the commit). If our file is now a published blob of this key, we have everything.
+        if (!this.#published()) {
+          this.#fail(
+            new ProxyError("PX_FILL_STALE", "internal", `fill of ${this.key} was abandoned and removed or taken over`),
+          );
+        }
       } else {
         this.#apply(row);
       }
