@@ -31,6 +31,7 @@ import type { HttpRequest, HttpSession, Responder } from "./http-session";
 import { startExchange } from "./origin-client";
 import { log } from "./log";
 import { rt } from "./listener";
+import { patchReady, servePatch } from "./patch";
 
 const SERVE_SLICE = 1024 * 1024;
 const MAX_ATTEMPTS = 3;
@@ -115,6 +116,8 @@ export function invalidateAfter(req: HttpRequest, status: number, resHeaders: He
 export async function serveCacheable(req: HttpRequest, res: Responder, session: HttpSession): Promise<void> {
   const s = store;
   if (!s) return session.passThrough(req, res, null);
+  // Patch mode: vendors' files (any host) go to the sliced store on the patch volume.
+  if (req.verdict.rule === "patch-any" && patchReady() && (await servePatch(req, res)) === "done") return;
   const pkey = primaryKey(req.method, req.url);
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
     const now = Date.now();

@@ -20,6 +20,8 @@ export type WorkerCounters = {
   errors: Record<string, number>; // by error code
   /** cache port (cache mode) */
   cache?: Record<string, number>;
+  /** patch mode: totals and per host */
+  patch?: Record<string, number | Record<string, { fetched: number; served: number }>>;
 };
 
 export type SupervisorToWorker =

@@ -12,6 +12,7 @@ import { onIntercept } from "./cache-port";
 import type { CaPems } from "../store/ca-store";
 import type { Config } from "../core/config";
 import { cacheCounters, openCacheStore, serveCacheable } from "./fill";
+import { openPatchStore, patchCounters } from "./patch";
 import { setCacheLayer } from "./http-session";
 
 let bootId = "";
@@ -21,6 +22,7 @@ async function applyCache(config: Config, ca: CaPems | null) {
   if (config.cache.enabled && ca) {
     await setTlsConfig(ca, config.cache.min_tls, config.gateway.data_dir);
     openCacheStore(config, rt.index, bootId);
+    if (config.patch.enabled) openPatchStore(config, rt.index, bootId);
     setCacheLayer(serveCacheable);
     rt.onIntercept = onIntercept;
   } else rt.onIntercept = null;
@@ -80,7 +82,7 @@ function applyPorts(ports: { proxy: number; cache: number }) {
 }
 
 function report() {
-  const counters = { ...rt.counters, refusals: { ...rt.counters.refusals }, errors: { ...rt.counters.errors }, cache: { ...cacheCounters() } };
+  const counters = { ...rt.counters, refusals: { ...rt.counters.refusals }, errors: { ...rt.counters.errors }, cache: { ...cacheCounters() }, patch: JSON.parse(JSON.stringify(patchCounters())) };
   post({
     t: "stats",
     index: rt.index,

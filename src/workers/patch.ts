@@ -1,0 +1,385 @@
+/**
+ * @module Patch mode's cache: vendors' large files, stored on the secondary volume in fixed-size slices (like
+ * nginx's slice module). A request — whole or Range — is served slice by slice: each slice comes from the store
+ * or from one upstream Range request collapsed across every waiter in every worker, and streams as it arrives.
+ * The object's validator (strong ETag, else Last-Modified) is part of every slice's key and is sent upstream
+ * with If-Match / If-Unmodified-Since, so a changed object is detected and its old slices are dropped, never mixed
+ * with new ones. Objects whose origin does not do ranges (or has no validator) fall back to the whole-object cache.
+ */
+import { patchDir } from "../store/cache-paths";
+import { volumeInfo } from "../store/patch-volume";
+import type { Config } from "../core/config";
+import { ProxyError } from "../core/errors";
+import { type Headers, getHeader } from "../core/http1/head";
+import { type CacheDefaults, type StoredResponse, isStorable, lookupPhase, makeStoredHeaders, updateStoredHeaders } from "../core/cache/freshness";
+import { normaliseUrl } from "../core/cache/key";
+import { type ByteRange, ifRangeMatches, parseContentRange, parseRange, strongEtag } from "../core/cache/range";
+import { type Entry, type FillWriter, Store } from "../store/store";
+import type { HttpRequest, Responder } from "./http-session";
+import { startExchange, type ExchangeHandle } from "./origin-client";
+import { log } from "./log";
+import { rt } from "./listener";
+
+/** What the gateway knows about one object version. */
+type Meta = {
+  url: string;
+  etag: string | null;
+  lastModified: string | null;
+  total: number;
+  /** the origin's headers for the whole object (Content-Type, Cache-Control, ETag, Last-Modified …) */
+  headers: Headers;
+};
+
+const DROP_UP = new Set(["range", "if-range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since"]);
+const DROP_DOWN = new Set(["content-length", "content-range", "transfer-encoding", "connection", "keep-alive", "age", "accept-ranges"]);
+
+let store: Store | null = null;
+let sliceBytes = 4 * 1024 * 1024;
+let defaults: CacheDefaults = { heuristicFraction: 0.1, heuristicMaxS: 86_400, rules: [] };
+
+export type PatchCounters = {
+  bytes_fetched: number;
+  bytes_served: number;
+  slice_hits: number;
+  slice_misses: number;
+  slice_collapsed: number;
+  objects_changed: number;
+  fallbacks: number;
+  errors: number;
+  by_host: Record<string, { fetched: number; served: number }>;
+};
+const counters: PatchCounters = {
+  bytes_fetched: 0,
+  bytes_served: 0,
+  slice_hits: 0,
+  slice_misses: 0,
+  slice_collapsed: 0,
+  objects_changed: 0,
+  fallbacks: 0,
+  errors: 0,
+  by_host: {},
+};
+export const patchCounters = () => counters;
+const MAX_HOSTS = 200;
+function hostCount(host: string) {
+  let h = counters.by_host[host];
+  if (!h) {
+    if (Object.keys(counters.by_host).length >= MAX_HOSTS) host = "(other)";
+    h = counters.by_host[host] ??= { fetched: 0, served: 0 };
+  }
+  return h;
+}
+
+
+export function openPatchStore(config: Config, index: number, bootId: string) {
+  const volumeBytes = volumeInfo(config.patch.volume!).size;
+  sliceBytes = config.patch.slice_bytes;
+  defaults = { heuristicFraction: 0.1, heuristicMaxS: 86_400, rules: config.cache.rules };
+  if (store) return;
+  store = Store.open(patchDir(config), {
+    maxBytes: volumeBytes,
+    highWater: 0.9,
+    lowWater: 0.85,
+    owner: `${process.pid}:${index}:patch`,
+    bootId,
+    recover: false,
+    mapCacheEntries: 16, // slices are large: keep few mapped so serving a 1 GB file keeps RSS bounded
+  });
+}
+
+export const patchReady = () => store !== null;
+
+const metaKey = (url: string) => `meta ${url}`;
+const validatorOf = (m: Meta) => m.etag ?? `lm:${m.lastModified}`;
+const sliceKey = (m: Meta, i: number) => `slice ${validatorOf(m)} ${i} ${m.url}`;
+
+function toStored(e: Entry): StoredResponse {
+  return { status: e.status, headers: e.headers, requestTime: e.requestTime, responseTime: e.responseTime, url: e.url, method: "GET", requestHeaders: e.reqHeaders };
+}
+
+/** The patch path: "fallback" when the object must go through the whole-object cache instead. */
+export async function servePatch(req: HttpRequest, res: Responder): Promise<"done" | "fallback"> {
+  const s = store!;
+  const url = normaliseUrl(req.url);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const meta = await getMeta(s, url, req);
+    if (meta === "fallback") {
+      counters.fallbacks++;
+      return "fallback";
+    }
+    const r = await serveSlices(s, meta, req, res);
+    if (r !== "changed-before-send") return "done";
+  }
+  res.error(502, `${url} kept changing while it was being fetched`);
+  return "done";
+}
+
+// ---- the object's metadata: one tiny Range request (bytes=0-0), collapsed, stored, revalidated --------------------
+
+async function getMeta(s: Store, url: string, req: HttpRequest): Promise<Meta | "fallback"> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const entry = s.lookup(metaKey(url), []);
+    let stale: { entry: Entry; meta: Meta } | null = null;
+    if (entry) {
+      const body = s.body(entry);
+      if (body) {
+        const meta = JSON.parse(new TextDecoder().decode(body)) as Meta;
+        const phase = lookupPhase(toStored(entry), req.headers, Date.now(), defaults);
+        if (phase.phase !== "revalidate") return meta;
+        stale = { entry, meta };
+      }
+    }
+    const claim = s.claimFill(metaKey(url));
+    if (claim.role === "filler") void runMetaFill(s, claim.fill, url, req, stale);
+    const w = claim.role === "filler" ? s.claimFill(metaKey(url)) : claim;
+    if (w.role !== "waiter") throw new ProxyError("PX_INTERNAL", "internal", "meta fill claimed twice");
+    const tail = w.tail;
+    try {
+      await tail.head();
+      const parts: Uint8Array[] = [];
+      for await (const c of tail) parts.push(c.slice());
+      return JSON.parse(Buffer.concat(parts).toString("utf8")) as Meta;
+    } catch (e) {
+      const msg = (e as Error).message;
+      if (/fallback/.test(msg)) return "fallback";
+      if (/revalidated|PX_FILL_STALE/.test(msg) || (e as ProxyError).code === "PX_FILL_STALE") continue;
+      throw new ProxyError("PX_UPSTREAM_UNREACHABLE", "upstream", msg.replace(/^.*?: /, ""));
+    } finally {
+      tail.close();
+    }
+  }
+  return "fallback";
+}
+
+function upstreamHeaders(req: HttpRequest): Headers {
+  return req.headers.filter(([k]) => !DROP_UP.has(k.toLowerCase()));
+}
+
+async function runMetaFill(s: Store, fill: FillWriter, url: string, req: HttpRequest, stale: { entry: Entry; meta: Meta } | null) {
+  const requestTime = Date.now();
+  const headers = upstreamHeaders(req);
+  headers.push(["Range", "bytes=0-0"]);
+  if (stale?.meta.etag) headers.push(["If-None-Match", stale.meta.etag]);
+  let ex: ExchangeHandle | null = null;
+  let settled = false;
+  const settle = (f: () => void) => {
+    if (settled) return;
+    settled = true;
+    f();
+  };
+  try {
+    ex = await startExchange(
+      { scheme: req.scheme, target: req.target, method: "GET", path: req.path, headers, body: { kind: "none" } },
+      {
+        onHead(h) {
+          const responseTime = Date.now();
+          // Only the head matters (bytes=0-0 is one byte, but a server without ranges sends the whole file).
+          queueMicrotask(() => ex?.abort());
+          if (stale && h.status === 304) {
+            s.updateHeaders(stale.entry, updateStoredHeaders(stale.entry.headers, h.headers), requestTime, responseTime);
+            return settle(() => fill.fail("revalidated"));
+          }
+          const cr = parseContentRange(getHeader(h.headers, "content-range"));
+          const etag = strongEtag(getHeader(h.headers, "etag"));
+          const lastModified = getHeader(h.headers, "last-modified") ?? null;
+          const storable = isStorable("GET", req.headers, 200, h.headers, { url, rules: defaults.rules });
+          if (h.status !== 206 || !cr || cr.total === null || (!etag && !lastModified) || !storable.ok) {
+            // No ranges, no validator to tie slices together, or not storable: the whole-object path decides.
+            return settle(() => fill.fail("fallback"));
+          }
+          const full = makeStoredHeaders(h.headers).filter(([k]) => !DROP_DOWN.has(k.toLowerCase()));
+          const meta: Meta = { url, etag, lastModified, total: cr.total, headers: full };
+          if (stale && validatorOf(stale.meta) !== validatorOf(meta)) dropVersion(s, stale.meta);
+          settle(() => {
+            const body = new TextEncoder().encode(JSON.stringify(meta));
+            fill.setHead(200, full, { requestTime, responseTime });
+            fill.write(body);
+            fill.commit({ vkey: "", url, reqHeaders: [], vary: null, status: 200, headers: full, requestTime, responseTime });
+          });
+        },
+        onData: () => true,
+        onEnd: () => settle(() => fill.fail("fallback")),
+        onError: (e) => settle(() => fill.fail(e.message)),
+      },
+      { config: rt.config, policy: rt.policy },
+    );
+    if (settled) ex.abort(); // we only wanted the head (and onHead has run)
+  } catch (e) {
+    settle(() => fill.fail((e as Error).message));
+  }
+}
+
+/** The object changed upstream: forget its metadata and every slice of the old version. */
+function dropVersion(s: Store, m: Meta) {
+  counters.objects_changed++;
+  s.delete(metaKey(m.url));
+  const n = Math.ceil(m.total / sliceBytes);
+  for (let i = 0; i < n; i++) s.delete(sliceKey(m, i));
+  log("info", "patch object changed; old slices dropped", { url: m.url, validator: validatorOf(m) });
+}
+
+// ---- serving ------------------------------------------------------------------------------------------------------
+
+async function serveSlices(s: Store, meta: Meta, req: HttpRequest, res: Responder): Promise<"done" | "changed-before-send"> {
+  const total = meta.total;
+  const honourRange = ifRangeMatches(getHeader(req.headers, "if-range"), meta.etag, meta.lastModified);
+  const asked = honourRange ? parseRange(getHeader(req.headers, "range"), total) : null;
+  const headers: Headers = [...meta.headers, ["Accept-Ranges", "bytes"]];
+  if (asked === "unsatisfiable") {
+    res.head(416, [["Content-Range", `bytes */${total}`]], 0);
+    res.end();
+    return "done";
+  }
+  const range: ByteRange = asked ?? { start: 0, end: total - 1 };
+  const status = asked ? 206 : 200;
+  if (asked) headers.push(["Content-Range", `bytes ${range.start}-${range.end}/${total}`]);
+  const length = total === 0 ? 0 : range.end - range.start + 1;
+  if (req.method === "HEAD") {
+    headers.push(["Content-Length", String(length)]);
+    res.head(status, headers, null);
+    res.end();
+    return "done";
+  }
+  let started = false;
+  const host = hostCount(req.target.host);
+  if (total === 0) {
+    res.head(status, headers, 0);
+    res.end();
+    return "done";
+  }
+  const first = Math.floor(range.start / sliceBytes);
+  const last = Math.floor(range.end / sliceBytes);
+  for (let i = first; i <= last && !res.closed; i++) {
+    const sliceStart = i * sliceBytes;
+    const from = Math.max(range.start, sliceStart) - sliceStart;
+    const to = Math.min(range.end, Math.min(sliceStart + sliceBytes, total) - 1) - sliceStart; // inclusive, within the slice
+    let offset = 0; // bytes of this slice seen so far
+    try {
+      for await (const chunk of sliceBytesOf(s, meta, i, req)) {
+        const cStart = offset;
+        const cEnd = offset + chunk.byteLength - 1;
+        offset += chunk.byteLength;
+        if (cEnd < from || cStart > to) continue;
+        const part = chunk.subarray(Math.max(0, from - cStart), Math.min(chunk.byteLength, to - cStart + 1));
+        if (!started) {
+          res.head(status, headers, length);
+          started = true;
+        }
+        counters.bytes_served += part.byteLength;
+        host.served += part.byteLength;
+        if (!res.write(part)) await new Promise<void>((r) => res.onDrain(r));
+        if (res.closed) break;
+      }
+    } catch (e) {
+      const changed = (e as Error).message.includes("changed");
+      if (!started && changed) return "changed-before-send";
+      counters.errors++;
+      res.error(502, `patch download of ${meta.url} failed at slice ${i}: ${(e as Error).message.replace(/^.*?: /, "")}`);
+      return "done";
+    }
+    if (!res.closed && offset < to + 1) {
+      counters.errors++;
+      res.error(502, `slice ${i} of ${meta.url} is short (${offset} bytes)`);
+      return "done";
+    }
+  }
+  if (!started) res.head(status, headers, length);
+  res.end();
+  return "done";
+}
+
+/** The bytes of slice i: from the store, or from the one fill of that slice (started here if nobody has). */
+async function* sliceBytesOf(s: Store, meta: Meta, i: number, req: HttpRequest): AsyncGenerator<Uint8Array> {
+  const key = sliceKey(meta, i);
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const entry = s.lookup(key, []);
+    if (entry) {
+      const body = s.body(entry);
+      if (body) {
+        counters.slice_hits++;
+        s.touch(entry, body.byteLength);
+        for (let off = 0; off < body.byteLength; off += 1024 * 1024) yield body.subarray(off, Math.min(off + 1024 * 1024, body.byteLength));
+        return;
+      }
+    }
+    const claim = s.claimFill(key);
+    if (claim.role === "filler") {
+      counters.slice_misses++;
+      void runSliceFill(s, claim.fill, meta, i, req);
+    } else counters.slice_collapsed++;
+    const w = claim.role === "filler" ? s.claimFill(key) : claim;
+    if (w.role !== "waiter") throw new ProxyError("PX_INTERNAL", "internal", "slice fill claimed twice");
+    const tail = w.tail;
+    try {
+      await tail.head();
+      for await (const c of tail) yield c;
+      return;
+    } catch (e) {
+      if ((e as ProxyError).code === "PX_FILL_STALE" && tail.received === 0) continue; // its filler died: take over
+      throw e;
+    } finally {
+      tail.close();
+    }
+  }
+  throw new ProxyError("PX_FILL_FAILED", "upstream", `slice ${i} could not be fetched`);
+}
+
+async function runSliceFill(s: Store, fill: FillWriter, meta: Meta, i: number, req: HttpRequest) {
+  const start = i * sliceBytes;
+  const end = Math.min(start + sliceBytes, meta.total) - 1;
+  const headers = upstreamHeaders(req);
+  headers.push(["Range", `bytes=${start}-${end}`]);
+  // Tie the slice to the version we know: a changed object answers 412 instead of mixing bytes.
+  if (meta.etag) headers.push(["If-Match", meta.etag]);
+  else headers.push(["If-Unmodified-Since", meta.lastModified!]);
+  const host = hostCount(req.target.host);
+  let ok = false;
+  let ex: ExchangeHandle | null = null;
+  try {
+    ex = await startExchange(
+      { scheme: req.scheme, target: req.target, method: "GET", path: req.path, headers, body: { kind: "none" } },
+      {
+        onHead(h) {
+          const cr = parseContentRange(getHeader(h.headers, "content-range"));
+          const etag = strongEtag(getHeader(h.headers, "etag"));
+          const lm = getHeader(h.headers, "last-modified") ?? null;
+          const same = meta.etag ? etag === meta.etag : lm === meta.lastModified;
+          if (h.status !== 206 || !cr || cr.start !== start || cr.end !== end || cr.total !== meta.total || !same) {
+            dropVersion(s, meta);
+            fill.fail(`the object changed upstream (answer ${h.status}${cr ? ` ${cr.start}-${cr.end}/${cr.total}` : ""})`);
+            ex?.abort();
+            return;
+          }
+          ok = true;
+          fill.setHead(206, [["Content-Range", `bytes ${start}-${end}/${meta.total}`]]);
+        },
+        onData(chunk) {
+          if (!ok) return true;
+          counters.bytes_fetched += chunk.byteLength;
+          host.fetched += chunk.byteLength;
+          fill.write(chunk);
+          return true;
+        },
+        onEnd() {
+          if (!ok) return;
+          try {
+            if (fill.size !== end - start + 1) throw new Error(`slice ${i}: ${fill.size} of ${end - start + 1} bytes`);
+            fill.commit({ vkey: "", url: meta.url, reqHeaders: [], vary: null, status: 206, headers: [["Content-Range", `bytes ${start}-${end}/${meta.total}`]] });
+            s.evictIfNeeded();
+          } catch (e) {
+            counters.errors++;
+            fill.fail((e as Error).message);
+          }
+        },
+        onError(e) {
+          counters.errors++;
+          fill.fail(e.message);
+        },
+      },
+      { config: rt.config, policy: rt.policy },
+    );
+  } catch (e) {
+    counters.errors++;
+    fill.fail((e as Error).message);
+  }
+}
