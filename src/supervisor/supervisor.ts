@@ -15,7 +15,8 @@ import { log, setLogSink } from "../workers/log";
 import { startAdminServer, type AdminServer } from "../admin/server";
 import { loadActiveCa, type CaPems } from "../store/ca-store";
 import { Store } from "../store/store";
-import { cacheBudget, cacheDir } from "../store/cache-paths";
+import { cacheBudget, cacheDir, patchDir } from "../store/cache-paths";
+import { checkPatchVolume, volumeInfo } from "../store/patch-volume";
 import { rotateLogFile } from "../store/log-store";
 
 export const VERSION = "0.1.0";
@@ -60,6 +61,7 @@ export type HealthReport = {
   open_connections: number;
   ports: Ports;
   ca: { kind: string; common_name: string; not_after: string; expires_in_days: number | null } | null;
+  patch_volume: { path: string; size: number; used: number; free: number } | null;
 };
 
 export type StatsReport = {
@@ -94,6 +96,20 @@ function addCounters(into: WorkerCounters, c: WorkerCounters, withActive: boolea
   if (c.cache) {
     into.cache ??= {};
     for (const [k, v] of Object.entries(c.cache)) into.cache[k] = (into.cache[k] ?? 0) + v;
+  }
+  if (c.patch) {
+    into.patch ??= {};
+    for (const [k, v] of Object.entries(c.patch)) {
+      if (typeof v === "number") into.patch[k] = ((into.patch[k] as number) ?? 0) + v;
+      else {
+        const hosts = (into.patch[k] ??= {}) as Record<string, { fetched: number; served: number }>;
+        for (const [h, x] of Object.entries(v)) {
+          const t = (hosts[h] ??= { fetched: 0, served: 0 });
+          t.fetched += x.fetched;
+          t.served += x.served;
+        }
+      }
+    }
   }
 }
 
@@ -143,6 +159,15 @@ function loadToken(c: Config): string {
 
 export async function startSupervisor(opts: { config: Config; configPath: string | null }): Promise<Supervisor> {
   let config = opts.config;
+  // Patch mode needs its volume; without it the gateway says why and runs proxy and cache mode only.
+  let patchRefused: string | null = null;
+  if (config.patch.enabled) {
+    const v = checkPatchVolume(config);
+    if (!v.ok) {
+      patchRefused = v.reason;
+      config = Object.freeze({ ...config, patch: Object.freeze({ ...config.patch, enabled: false }) });
+    }
+  }
   const dataDir = resolve(config.gateway.data_dir);
   mkdirSync(join(dataDir, "logs"), { recursive: true });
 
@@ -230,6 +255,13 @@ export async function startSupervisor(opts: { config: Config; configPath: string
     if (r.tmpFiles || r.fills || r.rows || r.blobs) log("warn", "cache store repaired after a crash", { ...r });
     st.close();
   }
+  if (patchRefused) log("error", "patch mode not enabled", { reason: patchRefused });
+  if (config.patch.enabled) {
+    const st = Store.open(patchDir(config), { maxBytes: volumeInfo(config.patch.volume!).size, owner: `${process.pid}:supervisor`, recover: true });
+    const r = st.recovery;
+    if (r.tmpFiles || r.fills || r.rows || r.blobs) log("warn", "patch store repaired after a crash", { ...r });
+    st.close();
+  }
   const pool = new Pool(config, ports, ca, workerCount, { onMessage, onExit });
   pool.start();
 
@@ -273,10 +305,21 @@ export async function startSupervisor(opts: { config: Config; configPath: string
       const reasons: string[] = [];
       if (draining) reasons.push("draining: shutting down");
       if (alive === 0) reasons.push("no live worker");
+      else if (alive < workerCount) reasons.push(`${workerCount - alive} of ${workerCount} workers restarting`);
       const caDays = ca ? Math.floor((ca.notAfter - Date.now()) / 86_400_000) : null;
       if (caDays !== null && caDays < 0) reasons.push(`the ${ca!.kind} CA expired ${-caDays} days ago: agents reject every intercepted connection`);
       else if (caDays !== null && caDays <= 30) reasons.push(`the ${ca!.kind} CA expires in ${caDays} days (${new Date(ca!.notAfter).toISOString().slice(0, 10)}): replace it before agents break`);
-      else if (alive < workerCount) reasons.push(`${workerCount - alive} of ${workerCount} workers restarting`);
+      if (patchRefused) reasons.push(`patch mode refused: ${patchRefused}`);
+      let patch: { path: string; size: number; used: number; free: number } | null = null;
+      if (config.patch.enabled && config.patch.volume) {
+        try {
+          patch = volumeInfo(config.patch.volume);
+          // Eviction keeps the store under 90% of the volume; past 95% it is not keeping up.
+          if (patch.used > patch.size * 0.95) reasons.push(`the patch volume is ${Math.round((patch.used / patch.size) * 100)}% full: eviction is not keeping up`);
+        } catch (e) {
+          reasons.push(`the patch volume cannot be read: ${(e as Error).message}`);
+        }
+      }
       const t = totals();
       const down = draining || alive === 0;
       return {
@@ -289,6 +332,7 @@ export async function startSupervisor(opts: { config: Config; configPath: string
         open_connections: pool.openConnections(),
         ports: sup.ports,
         ca: ca && { kind: ca.kind, common_name: ca.commonName, not_after: new Date(ca.notAfter).toISOString(), expires_in_days: caDays },
+        patch_volume: patch,
       };
     },
     stats() {
@@ -317,12 +361,17 @@ export async function startSupervisor(opts: { config: Config; configPath: string
       }
     },
     async apply(next: Config) {
+      if (next.patch.enabled) {
+        const v = checkPatchVolume(next);
+        if (!v.ok) throw new ConfigError(v.key, v.reason);
+      }
       const nextCa = await loadActiveCa(next); // a CA that does not check out keeps the running config
       const nextPorts = resolvePorts(next, { config, ports: { ...ports, admin: 0 } });
       config = next;
       ports = nextPorts;
       ca = nextCa;
       pool.setConfig(next, nextPorts, nextCa);
+      patchRefused = null;
     },
     setCa(pems: CaPems) {
       ca = pems;
