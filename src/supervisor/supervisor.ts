@@ -250,14 +250,15 @@ export async function startSupervisor(opts: { config: Config; configPath: string
 
   if (config.cache.enabled) {
     // Crash leftovers (temp files, dead fills, index rows without blobs) are repaired once, before any worker opens the store.
-    const st = Store.open(cacheDir(config), { maxBytes: cacheBudget(config), owner: `${process.pid}:supervisor`, recover: true });
+    // staleMs 0: no worker runs yet, so every 'filling' row and temp file belongs to the previous (dead) process.
+    const st = Store.open(cacheDir(config), { maxBytes: cacheBudget(config), owner: `${process.pid}:supervisor`, recover: true, staleMs: 0 });
     const r = st.recovery;
     if (r.tmpFiles || r.fills || r.rows || r.blobs) log("warn", "cache store repaired after a crash", { ...r });
     st.close();
   }
   if (patchRefused) log("error", "patch mode not enabled", { reason: patchRefused });
   if (config.patch.enabled) {
-    const st = Store.open(patchDir(config), { maxBytes: volumeInfo(config.patch.volume!).size, owner: `${process.pid}:supervisor`, recover: true });
+    const st = Store.open(patchDir(config), { maxBytes: volumeInfo(config.patch.volume!).size, owner: `${process.pid}:supervisor`, recover: true, staleMs: 0 });
     const r = st.recovery;
     if (r.tmpFiles || r.fills || r.rows || r.blobs) log("warn", "patch store repaired after a crash", { ...r });
     st.close();

@@ -23,7 +23,7 @@ export function onIntercept(sock: Socket<ClientConn>, early: Uint8Array | null) 
     (ctx) => {
       if (c.closed) return;
       const t = terminateTls(duplex, ctx);
-      new HttpSession(t, c, "https", c.target);
+      new HttpSession(t, c, "https", c.target, duplex);
     },
     (e) => {
       log("error", "cannot mint a certificate", { id: c.id, host, error: (e as Error).message });

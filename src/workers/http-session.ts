@@ -18,6 +18,8 @@ import type { ClientConn } from "./listener";
 import { rt } from "./listener";
 
 const MAX_PIPELINE_BUFFER = 1024 * 1024;
+/** Bytes queued on the socket stream under TLS before writers wait (measured: without it a fast disk read piles up GBs). */
+const RAW_HIGH_WATER = 256 * 1024;
 const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
 
 /** One request as the cache layer sees it. */
@@ -65,13 +67,12 @@ export class HttpSession {
     readonly conn: ClientConn,
     readonly scheme: "https" | "http",
     readonly connectTarget: Target | null,
+    /** the socket's own stream under TLS: node:tls does not pass its back-pressure up, so we watch it too */
+    readonly raw: Duplex = io,
   ) {
+    if (raw !== io) raw.on("drain", () => this.flushDrainWaiters());
     io.on("data", (d: Buffer) => this.onData(new Uint8Array(d.buffer, d.byteOffset, d.byteLength)));
-    io.on("drain", () => {
-      const w = this.drainWaiters;
-      this.drainWaiters = [];
-      for (const f of w) f();
-    });
+    io.on("drain", () => this.flushDrainWaiters());
     io.on("end", () => {
       if (!this.busy) this.close();
       else this.clientEnded = true;
@@ -84,6 +85,18 @@ export class HttpSession {
   }
 
   private clientEnded = false;
+
+  /** Wake writers once neither the TLS layer nor the socket stream is over its mark. */
+  private flushDrainWaiters() {
+    if (this.congested()) return;
+    const w = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const f of w) f();
+  }
+
+  congested(): boolean {
+    return this.io.writableNeedDrain || this.raw.writableLength > RAW_HIGH_WATER;
+  }
 
   close() {
     if (this.closed) return;
@@ -328,11 +341,9 @@ export class HttpSession {
         if (session.closed) return true;
         rt.counters.bytesDown += chunk.byteLength;
         if (chunked) {
-          let ok = true;
-          for (const p of encodeChunk(chunk)) ok = session.io.write(p) && ok;
-          return ok;
-        }
-        return session.io.write(chunk);
+          for (const p of encodeChunk(chunk)) session.io.write(p);
+        } else session.io.write(chunk);
+        return !session.congested();
       },
       end() {
         if (ended) return;
@@ -346,6 +357,7 @@ export class HttpSession {
         session.next();
       },
       onDrain(f) {
+        if (!session.congested()) return queueMicrotask(f);
         session.drainWaiters.push(f);
       },
       error(status, reason) {

@@ -6,6 +6,7 @@
  * with If-Match / If-Unmodified-Since, so a changed object is detected and its old slices are dropped, never mixed
  * with new ones. Objects whose origin does not do ranges (or has no validator) fall back to the whole-object cache.
  */
+import { closeSync, openSync, readSync } from "node:fs";
 import { patchDir } from "../store/cache-paths";
 import { volumeInfo } from "../store/patch-volume";
 import type { Config } from "../core/config";
@@ -294,13 +295,14 @@ async function* sliceBytesOf(s: Store, meta: Meta, i: number, req: HttpRequest):
   for (let attempt = 0; attempt < 3; attempt++) {
     const entry = s.lookup(key, []);
     if (entry) {
-      const body = s.body(entry);
-      if (body) {
+      const fd = openQuiet(entry.blobPath);
+      if (fd !== null) {
         counters.slice_hits++;
-        s.touch(entry, body.byteLength);
-        for (let off = 0; off < body.byteLength; off += 1024 * 1024) yield body.subarray(off, Math.min(off + 1024 * 1024, body.byteLength));
+        s.touch(entry, entry.size);
+        yield* readSlice(s, key, entry, fd);
         return;
       }
+      s.delete(key); // the index named a file that is gone
     }
     const claim = s.claimFill(key);
     if (claim.role === "filler") {
@@ -322,6 +324,47 @@ async function* sliceBytesOf(s: Store, meta: Meta, i: number, req: HttpRequest):
     }
   }
   throw new ProxyError("PX_FILL_FAILED", "upstream", `slice ${i} could not be fetched`);
+}
+
+/**
+ * A stored slice, read in 1 MB pieces (not mapped: mapped pages of a 10 GB file would all count as resident).
+ * The first read of a blob in this worker also checks its SHA-256; a mismatch drops the slice and cuts the
+ * download, so the agent retries and the slice is fetched again.
+ */
+function* readSlice(s: Store, key: string, entry: Entry, fd: number): Generator<Uint8Array> {
+  const check = verified.has(entry.blobPath) ? null : new Bun.CryptoHasher("sha256");
+  try {
+    for (let off = 0; off < entry.size; ) {
+      const n = Math.min(1024 * 1024, entry.size - off);
+      const buf = new Uint8Array(n);
+      const got = readSync(fd, buf, 0, n, off);
+      if (got <= 0) throw new ProxyError("PX_STORE_SHORT", "internal", `slice file ${entry.blobPath} is shorter than its ${entry.size} bytes`);
+      off += got;
+      const part = got === n ? buf : buf.subarray(0, got);
+      check?.update(part);
+      yield part;
+    }
+    if (check) {
+      if (check.digest("hex") !== entry.sha256) {
+        s.delete(key);
+        throw new ProxyError("PX_STORE_CORRUPT", "internal", `slice ${key} failed its SHA-256 check and was dropped`);
+      }
+      verified.add(entry.blobPath);
+      if (verified.size > 100_000) verified.clear();
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const verified = new Set<string>();
+
+function openQuiet(path: string): number | null {
+  try {
+    return openSync(path, "r");
+  } catch {
+    return null;
+  }
 }
 
 async function runSliceFill(s: Store, fill: FillWriter, meta: Meta, i: number, req: HttpRequest) {
