@@ -17,6 +17,7 @@ import { loadActiveCa, type CaPems } from "../store/ca-store";
 import { Store } from "../store/store";
 import { cacheBudget, cacheDir, patchDir } from "../store/cache-paths";
 import { checkPatchVolume, volumeInfo } from "../store/patch-volume";
+import { topObjects, type ObjectReport } from "../store/cache-report";
 import { rotateLogFile } from "../store/log-store";
 
 export const VERSION = "0.1.0";
@@ -62,6 +63,7 @@ export type HealthReport = {
   ports: Ports;
   ca: { kind: string; common_name: string; not_after: string; expires_in_days: number | null } | null;
   patch_volume: { path: string; size: number; used: number; free: number } | null;
+  cache: { hits: number; misses: number; collapsed: number; bytes_fetched: number; bytes_served: number; savings: number; active_agents_60m: number } | null;
 };
 
 export type StatsReport = {
@@ -71,6 +73,8 @@ export type StatsReport = {
   open_connections: number;
   workers: { index: number; alive: boolean; starts: number; counters: WorkerCounters | null }[];
   connections_over_time: { t: number; n: number }[];
+  /** per object: the cache's top objects by bytes served */
+  cache_objects: ObjectReport[];
 };
 
 const emptyCounters = (): WorkerCounters => ({
@@ -334,6 +338,17 @@ export async function startSupervisor(opts: { config: Config; configPath: string
         ports: sup.ports,
         ca: ca && { kind: ca.kind, common_name: ca.commonName, not_after: new Date(ca.notAfter).toISOString(), expires_in_days: caDays },
         patch_volume: patch,
+        cache: config.cache.enabled
+          ? {
+              hits: t.cache?.hits ?? 0,
+              misses: t.cache?.misses ?? 0,
+              collapsed: t.cache?.collapsed ?? 0,
+              bytes_fetched: (t.cache?.bytes_fetched ?? 0) + ((t.patch?.bytes_fetched as number) ?? 0),
+              bytes_served: (t.cache?.bytes_served ?? 0) + ((t.patch?.bytes_served as number) ?? 0),
+              savings: (t.cache?.bytes_served ?? 0) + ((t.patch?.bytes_served as number) ?? 0) - (t.cache?.bytes_fetched ?? 0) - ((t.patch?.bytes_fetched as number) ?? 0),
+              active_agents_60m: cacheIps.count(Date.now()),
+            }
+          : null,
       };
     },
     stats() {
@@ -345,6 +360,7 @@ export async function startSupervisor(opts: { config: Config; configPath: string
         open_connections: pool.openConnections(),
         workers: pool.workerStates().map((w) => ({ ...w, counters: latest[w.index] ?? null })),
         connections_over_time: series.series(now),
+        cache_objects: config.cache.enabled ? topObjects(cacheDir(config)) : [],
       };
     },
     recentLogs: () => ring.slice(),

@@ -158,6 +158,12 @@ describe("a running cache", () => {
     expect(c.misses).toBeGreaterThan(5);
     expect(c.bytes_served).toBeGreaterThan(c.bytes_fetched);
     expect(st.active_agents_60m).toBe(1);
+    // per object: the 2 MB manifest was fetched once and served more than once
+    const m = st.cache_objects.find((o: any) => o.url.endsWith("/manifest") && o.url.includes(HOST));
+    expect(m.bytes_fetched).toBe(2_000_000);
+    expect(m.hits).toBeGreaterThan(0);
+    const h = await (await fetch(`http://127.0.0.1:${gw.ports.admin}/healthz`)).json();
+    expect(h.cache.savings).toBe(c.bytes_served - c.bytes_fetched);
   });
 });
 
