@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const bun = join(root, "node_modules/.bin/bun");
-const child = spawn(bun, ["test", ...process.argv.slice(2)], { cwd: root, stdio: ["ignore", "inherit", "pipe"] });
+const child = spawn(bun, ["test", "--timeout", "120000", ...process.argv.slice(2)], { cwd: root, stdio: ["ignore", "inherit", "pipe"] });
 let tail = "";
 child.stderr.on("data", (d) => {
   process.stderr.write(d);

@@ -1,10 +1,27 @@
 /**
- * @module The management API: (req, deps) → Response. `GET /healthz`, `/ca.pem` and `/ca.der` are open;
- * everything else needs the bearer token (constant-time compare). Refusals are JSON `{ error, field? }`.
+ * @module The management API: (req, sup, ctx, addr) → Response. `GET /healthz`, `/ca.pem`, `/ca.der` and the web
+ * page's shell (`GET /`, which holds no data) are open; everything else needs the bearer token (constant-time
+ * compare), and an address that keeps getting it wrong is answered 429 for a while. Refusals are 4xx JSON
+ * `{ error, field }`, the field naming the config key, form field or parameter at fault. Every change (a method other
+ * than GET/HEAD) is written to the audit log with who, what and when, refused or not.
  */
-import { timingSafeEqual } from "node:crypto";
+import { randomBytes } from "node:crypto";
+import { existsSync, readdirSync, rmSync, unlinkSync } from "node:fs";
+import { join } from "node:path";
+import { DEFAULTS, mergeConfig, parseConfig, redactConfig } from "../core/config";
+import { ConfigError } from "../core/errors";
 import type { Supervisor } from "../supervisor/supervisor";
 import { VERSION } from "../supervisor/supervisor";
+import { readLogLinesNewestFirst } from "../store/log-store";
+import { patchDir } from "../store/cache-paths";
+import { DAY, HOUR } from "../store/stats-db";
+import { cacheCounters, ARCHIVE_TTL_MS, type AdminContext } from "./context";
+import { checkPatchVolume, commitConfig } from "./config-change";
+import { assignCertificate, deleteCertificate, editCertificate, isRefusal, listCertificates, uploadCertificate, type Refusal } from "./certificates";
+import { makeOneTimePassword, readResources, sealArchive, testConnectivity } from "./diagnostics";
+import { BodyTooLarge, MAX_JSON_BODY, MAX_UPLOAD_BODY, readBodyLimited, tokenFingerprint, tokenMatches } from "./guard";
+import { renderPage } from "./page";
+import { log } from "../workers/log";
 
 const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
   new Response(JSON.stringify(body, null, 2) + "\n", {
@@ -12,30 +29,220 @@ const json = (status: number, body: unknown, headers: Record<string, string> = {
     headers: { "content-type": "application/json", "cache-control": "no-store", ...headers },
   });
 
-export const apiError = (status: number, error: string, field?: string) => json(status, field ? { error, field } : { error });
+export const apiError = (status: number, error: string, field?: string, extra: Record<string, unknown> = {}, headers: Record<string, string> = {}) =>
+  json(status, field ? { error, field, ...extra } : { error, ...extra }, headers);
 
-function tokenOk(req: Request, token: string): boolean {
-  const h = req.headers.get("authorization") ?? "";
-  const m = /^Bearer\s+(.+)$/i.exec(h);
-  if (!m) return false;
-  const a = Buffer.from(m[1]!.trim());
-  const b = Buffer.from(token);
-  // Compare equal-length buffers only; a length mismatch still costs one compare.
-  return a.length === b.length ? timingSafeEqual(a, b) : (timingSafeEqual(b, b), false);
+const fromRefusal = (r: Refusal) => apiError(r.status, r.error, r.field, r.extra);
+
+/** Graph ranges for GET /api/stats?range=…: span and number of points. */
+const RANGES: Record<string, { span: number; points: number }> = {
+  "1h": { span: HOUR, points: 60 },
+  "24h": { span: 24 * HOUR, points: 96 },
+  "7d": { span: 7 * DAY, points: 168 },
+};
+
+/** Keys whose values GET /api/config shows as "(set)": sent back unchanged, they keep the current secret. */
+function keepSecrets(partial: Record<string, any>, cur: ReturnType<typeof redactConfig>, real: Supervisor["config"]) {
+  const up = partial.upstream_proxy;
+  if (up && typeof up === "object" && up.password === "(set)") up.password = real.upstream_proxy?.password ?? null;
+  const ad = partial.admin;
+  if (ad && typeof ad === "object" && ad.token === "(set)") ad.token = real.admin.token;
+  void cur;
 }
 
-export async function handleApi(req: Request, sup: Supervisor): Promise<Response> {
+/** The partial config with secrets masked, for the audit log. */
+function maskSecrets(partial: unknown): unknown {
+  return JSON.parse(JSON.stringify(partial ?? null, (k, v) => (k === "password" || k === "token") && v ? "(set)" : v));
+}
+
+async function readJson(req: Request): Promise<unknown> {
+  const bytes = await readBodyLimited(req, MAX_JSON_BODY);
+  const text = new TextDecoder().decode(bytes).trim();
+  if (!text) return {};
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError("body", `not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+function statusBody(sup: Supervisor) {
+  const c = sup.config;
+  const h = sup.health();
+  return {
+    name: c.gateway.name,
+    version: VERSION,
+    uptime_s: h.uptime_s,
+    health: h.health,
+    status: h.status,
+    reasons: h.reasons,
+    ports: sup.ports,
+    listen: { proxy: c.proxy.listen, cache: c.cache.listen, admin: c.admin.listen },
+    admin_tls: c.admin.tls,
+    modes: { proxy: true, cache: c.cache.enabled, patch: c.patch.enabled },
+    min_tls: c.cache.min_tls,
+    allowed_domains: c.cache.allowed_domains,
+    upstream_proxy: c.upstream_proxy ? `${c.upstream_proxy.host}:${c.upstream_proxy.port}` : null,
+    pod: c.platform.pod,
+    workers: h.workers,
+    ca: h.ca,
+    active_tunnels: h.active_tunnels,
+    open_connections: h.open_connections,
+    config_file: sup.configPath,
+  };
+}
+
+function statsBody(sup: Supervisor, ctx: AdminContext, range: string) {
+  const now = Date.now();
+  if (now - ctx.lastSample > 1000) ctx.sampleNow(); // fresh numbers for a watching admin, not only every 10 s
+  const s = sup.stats();
+  const cache = cacheCounters(s);
+  const sum = ctx.stats.summary(now);
+  const r = RANGES[range] ?? RANGES["1h"]!;
+  return {
+    ...s,
+    active_tunnels: s.totals.activeTunnels,
+    total_agents_7d: sum.total_agents_7d,
+    unique_ips_7d: sum.unique_ips_7d,
+    bandwidth_savings_30d: sum.savings_30d,
+    cache,
+    series: { range: RANGES[range] ? range : "1h", points: ctx.stats.series(now, r.span, r.points) },
+  };
+}
+
+type LogQuery = { q: string | null; id: string | null; limit: number; offset: number };
+
+function searchLogs(sup: Supervisor, ctx: AdminContext, query: LogQuery) {
+  // Workers batch their lines to the supervisor (every 100 ms), so the ring is in arrival order: put it in time
+  // order (log lines start with {"t":"<ISO time>", which sorts as text). Lines on disk are older than the ring's.
+  const stamp = (l: string) => (l.startsWith('{"t":"') ? l.slice(6, 30) : "");
+  const ring = sup
+    .recentLogs()
+    .map((line, i) => ({ line, i, t: stamp(line) }))
+    .sort((a, b) => (a.t < b.t ? -1 : a.t > b.t ? 1 : a.i - b.i))
+    .map((x) => x.line);
+  const inRing = new Set(ring);
+  const q = query.q?.toLowerCase() ?? null;
+  const items: unknown[] = [];
+  let matched = 0;
+  let more = false;
+  const since = ctx.logsSince;
+  const consider = (line: string): boolean => {
+    if (q && !line.toLowerCase().includes(q)) return true;
+    let obj: any;
+    try {
+      obj = JSON.parse(line);
+    } catch {
+      obj = { raw: line };
+    }
+    if (since && typeof obj.t === "string" && Date.parse(obj.t) < since) return true;
+    if (query.id !== null && String(obj.id ?? obj.reqId ?? "") !== query.id) return true;
+    matched++;
+    if (matched <= query.offset) return true;
+    if (items.length >= query.limit) {
+      more = true;
+      return false;
+    }
+    items.push(obj);
+    return true;
+  };
+  let go = true;
+  for (let i = ring.length - 1; i >= 0 && go; i--) go = consider(ring[i]!);
+  if (go)
+    for (const line of readLogLinesNewestFirst(ctx.logPath)) {
+      if (inRing.has(line)) continue;
+      if (!consider(line)) break;
+    }
+  return { items, offset: query.offset, limit: query.limit, more };
+}
+
+function metricsText(sup: Supervisor, ctx: AdminContext): string {
+  const h = sup.health();
+  const s = sup.stats();
+  const sum = ctx.stats.summary(Date.now());
+  const cache = cacheCounters(s);
+  const out: string[] = [];
+  const esc = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+  const metric = (name: string, type: "gauge" | "counter", help: string, samples: [Record<string, string> | null, number][]) => {
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    for (const [labels, v] of samples) {
+      const l = labels && Object.keys(labels).length ? `{${Object.entries(labels).map(([k, x]) => `${k}="${esc(x)}"`).join(",")}}` : "";
+      out.push(`${name}${l} ${Number.isFinite(v) ? v : 0}`);
+    }
+  };
+  metric("agate_up", "gauge", "1 while the gateway serves (0 when down or draining).", [[null, h.health === "Down" ? 0 : 1]]);
+  metric("agate_health", "gauge", "Health state: 1 for the current one.", (["Normal", "Degraded", "Down"] as const).map((x) => [{ state: x }, h.health === x ? 1 : 0]));
+  metric("agate_uptime_seconds", "gauge", "Seconds since the gateway started.", [[null, h.uptime_s]]);
+  metric("agate_workers", "gauge", "Worker threads alive and configured.", [[{ state: "alive" }, h.workers.alive], [{ state: "total" }, h.workers.total]]);
+  metric("agate_active_tunnels", "gauge", "Tunnels open now.", [[null, s.totals.activeTunnels]]);
+  metric("agate_open_connections", "gauge", "Client connections open now (both ports).", [[null, s.open_connections]]);
+  metric("agate_tunnels_total", "counter", "Tunnels established since start.", [[null, s.totals.totalTunnels]]);
+  metric("agate_tunnel_bytes_total", "counter", "Bytes through tunnels since start.", [[{ direction: "up" }, s.totals.bytesUp], [{ direction: "down" }, s.totals.bytesDown]]);
+  metric("agate_refusals_total", "counter", "Requests refused, by reason.", Object.entries(s.totals.refusals).map(([k, v]) => [{ reason: k }, v]));
+  metric("agate_errors_total", "counter", "Errors, by kind.", Object.entries(s.totals.errors).map(([k, v]) => [{ kind: k }, v]));
+  metric("agate_unique_client_ips_60m", "gauge", "Distinct client IPs on the proxy port in the last 60 minutes.", [[null, s.unique_ips_60m]]);
+  metric("agate_active_agents_60m", "gauge", "Distinct agents on the cache port in the last 60 minutes.", [[null, s.active_agents_60m]]);
+  metric("agate_total_agents_7d", "gauge", "Distinct agents on the cache port in the last 7 days.", [[null, sum.total_agents_7d]]);
+  metric("agate_cache_requests_total", "counter", "Cache lookups since start, by result.", [[{ result: "hit" }, cache.hits], [{ result: "miss" }, cache.misses]]);
+  metric("agate_cache_bytes_total", "counter", "Cache bytes since start: served to agents, fetched from origins.", [[{ kind: "served" }, cache.served_bytes], [{ kind: "fetched" }, cache.fetched_bytes]]);
+  metric("agate_bandwidth_saved_bytes_30d", "gauge", "Bytes served from the cache minus bytes fetched for it, last 30 days.", [[null, sum.savings_30d.saved_bytes]]);
+  if (h.ca) metric("agate_ca_expiry_timestamp_seconds", "gauge", "When the active CA expires.", [[{ kind: h.ca.kind }, Math.floor(Date.parse(h.ca.not_after) / 1000)]]);
+  return out.join("\n") + "\n";
+}
+
+async function reset(sup: Supervisor, ctx: AdminContext) {
+  const cur = sup.config;
+  // Unconfigured = the embedded defaults; the data directory and the management port stay, so the admin who
+  // pressed the button can still reach the gateway, with the same token.
+  const next = parseConfig({ gateway: { data_dir: cur.gateway.data_dir, workers: cur.gateway.workers }, admin: { ...cur.admin } }, DEFAULTS);
+  const run = ctx.configLock.then(async () => {
+    await sup.apply(next); // cache mode off first: nothing uses the stores while they are removed
+    const removed: string[] = [];
+    if (sup.configPath && existsSync(sup.configPath)) {
+      unlinkSync(sup.configPath);
+      removed.push(sup.configPath);
+    }
+    ctx.closeStores();
+    const keep = new Set(["admin.token", "admin.url", "audit.log"]); // access, and the record of who reset
+    for (const name of readdirSync(sup.dataDir)) {
+      if (keep.has(name)) continue;
+      const p = join(sup.dataDir, name);
+      if (name === "logs") {
+        for (const f of readdirSync(p)) rmSync(join(p, f), { force: true, recursive: true });
+      } else rmSync(p, { recursive: true, force: true });
+      removed.push(p);
+    }
+    // Patch mode's store lives on its own volume, outside the data directory.
+    if (cur.patch.volume) {
+      const p = patchDir(cur);
+      if (existsSync(p)) {
+        rmSync(p, { recursive: true, force: true });
+        removed.push(p);
+      }
+    }
+    ctx.reopenStores();
+    ctx.logsSince = Date.now();
+    ctx.archives.clear();
+    await sup.apply(next); // a fresh appliance CA, pushed to the workers
+    return removed;
+  });
+  ctx.configLock = run.catch(() => undefined);
+  return run;
+}
+
+export async function handleApi(req: Request, sup: Supervisor, ctx: AdminContext, addr = "unknown"): Promise<Response> {
   const url = new URL(req.url);
   const path = url.pathname;
   const method = req.method;
+  const read = method === "GET" || method === "HEAD";
 
-  if (path === "/healthz" && (method === "GET" || method === "HEAD")) {
+  if (path === "/healthz" && read) {
     const h = sup.health();
     const ok = h.status === "ok" || h.status === "degraded";
     return json(ok ? 200 : 503, h);
   }
 
-  if ((path === "/ca.pem" || path === "/ca.der") && (method === "GET" || method === "HEAD")) {
+  if ((path === "/ca.pem" || path === "/ca.der") && read) {
     const ca = sup.ca;
     if (!ca) return apiError(404, "no CA: cache mode has not been configured");
     if (path === "/ca.pem")
@@ -46,31 +253,256 @@ export async function handleApi(req: Request, sup: Supervisor): Promise<Response
     });
   }
 
-  if (!tokenOk(req, sup.token)) return apiError(401, "missing or wrong bearer token (see `agate token`)");
-
-  if (path === "/api/status" && method === "GET") {
-    const c = sup.config;
-    const h = sup.health();
-    return json(200, {
-      name: c.gateway.name,
-      version: VERSION,
-      uptime_s: h.uptime_s,
-      health: h.health,
-      reasons: h.reasons,
-      ports: sup.ports,
-      modes: { proxy: true, cache: c.cache.enabled, patch: c.patch.enabled },
-      min_tls: c.cache.min_tls,
-      workers: h.workers,
+  // The page holds no data: it asks for the token and calls the API with it.
+  if ((path === "/" || path === "/index.html") && read)
+    return new Response(renderPage(), {
+      headers: {
+        "content-type": "text/html; charset=utf-8",
+        "cache-control": "no-store",
+        "content-security-policy": "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'",
+        "x-frame-options": "DENY",
+      },
     });
+
+  const now = Date.now();
+  const wait = ctx.throttle.retryAfter(addr, now);
+  if (wait > 0) return apiError(429, `too many wrong tokens from ${addr}; try again in ${wait} s`, "authorization", {}, { "retry-after": String(wait) });
+  if (!tokenMatches(req, sup.token)) {
+    ctx.throttle.fail(addr, now);
+    log("warn", "admin: missing or wrong token", { addr, path });
+    return apiError(401, "missing or wrong bearer token (see `agate token`)", "authorization", {}, { "www-authenticate": 'Bearer realm="agate"' });
   }
-  if (path === "/api/stats" && method === "GET") return json(200, sup.stats());
-  if (path === "/api/reload" && method === "POST") {
-    const r = await sup.reloadFromFile();
-    return r.ok ? json(200, { ok: true }) : apiError(400, r.error);
+  ctx.throttle.succeed(addr);
+
+  if (read || url.searchParams.has("dry_run")) return route(req, url, sup, ctx);
+  // A change: answer it, then record who did what, and how it ended.
+  let detail: Record<string, unknown> | undefined;
+  const res = await route(req, url, sup, ctx, (d) => (detail = d));
+  ctx.audit.write({
+    t: new Date().toISOString(),
+    who: { addr, token: tokenFingerprint(sup.token) },
+    method,
+    path,
+    action: actionName(method, path),
+    status: res.status,
+    ...(detail ? { detail } : {}),
+  });
+  return res;
+}
+
+function actionName(method: string, path: string): string {
+  if (path === "/api/config") return "config.change";
+  if (path === "/api/certificates") return "certificate.upload";
+  if (/\/assign$/.test(path)) return "certificate.assign";
+  if (path.startsWith("/api/certificates/")) return method === "DELETE" ? "certificate.delete" : "certificate.edit";
+  if (path === "/api/reset") return "reset";
+  if (path === "/api/diagnostics") return "diagnostics.run";
+  if (path === "/api/reload") return "config.reload";
+  if (/^\/api\/workers\/\d+\/crash$/.test(path)) return "worker.crash";
+  return `${method} ${path}`;
+}
+
+async function route(req: Request, url: URL, sup: Supervisor, ctx: AdminContext, note: (d: Record<string, unknown>) => void = () => {}): Promise<Response> {
+  const path = url.pathname;
+  const method = req.method;
+  try {
+    if (path === "/api/status") return method === "GET" ? json(200, statusBody(sup)) : notAllowed(method, path, "GET");
+    if (path === "/api/stats") return method === "GET" ? json(200, statsBody(sup, ctx, url.searchParams.get("range") ?? "1h")) : notAllowed(method, path, "GET");
+    if (path === "/metrics") {
+      if (method !== "GET") return notAllowed(method, path, "GET");
+      return new Response(metricsText(sup, ctx), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8", "cache-control": "no-store" } });
+    }
+
+    if (path === "/api/config") {
+      if (method === "GET") {
+        return json(200, redactConfig(sup.config), { "x-agate-config-file": sup.configPath ?? "(none: embedded defaults)" });
+      }
+      if (method !== "PUT" && method !== "PATCH") return notAllowed(method, path, "GET, PUT");
+      const partial = await readJson(req);
+      note({ change: maskSecrets(partial) });
+      if (!partial || typeof partial !== "object" || Array.isArray(partial))
+        return apiError(400, "expected a JSON object in the config's shape, e.g. {\"proxy\":{\"port\":1081}}", "body");
+      keepSecrets(partial as Record<string, any>, redactConfig(sup.config), sup.config);
+      if (url.searchParams.has("dry_run")) {
+        // The wizard's "Next": the same validation as a save, nothing applied or written.
+        checkPatchVolume(mergeConfig(sup.config, partial));
+        return json(200, { ok: true, dry_run: true });
+      }
+      const r = await commitConfig(sup, ctx, (cur) => mergeConfig(cur, partial));
+      log("info", "config changed through the admin API", { file: r.file, keys: Object.keys(partial as object) });
+      return json(200, { ok: true, file: r.file, restart_required: r.restart_required, config: redactConfig(sup.config) });
+    }
+
+    if (path === "/api/reload") {
+      if (method !== "POST") return notAllowed(method, path, "POST");
+      const r = await sup.reloadFromFile();
+      return r.ok ? json(200, { ok: true }) : apiError(400, r.error, "config_file");
+    }
+    const crash = /^\/api\/workers\/(\d+)\/crash$/.exec(path);
+    if (crash) {
+      if (method !== "POST") return notAllowed(method, path, "POST");
+      return sup.crashWorker(Number(crash[1])) ? json(202, { ok: true }) : apiError(404, `no worker ${crash[1]}`, "index");
+    }
+
+    if (path === "/api/certificates") {
+      if (method === "GET") return json(200, { certificates: listCertificates(sup, ctx) });
+      if (method !== "POST") return notAllowed(method, path, "GET, POST");
+      const type = req.headers.get("content-type") ?? "";
+      if (!/^multipart\/form-data/i.test(type))
+        return apiError(415, "upload the files as multipart/form-data (fields common_name, description; files root, intermediate, key)", "body");
+      const bytes = await readBodyLimited(req, MAX_UPLOAD_BODY);
+      let form: FormData;
+      try {
+        form = (await new Response(bytes, { headers: { "content-type": type } }).formData()) as unknown as FormData;
+      } catch (e) {
+        return apiError(400, `the multipart body could not be read: ${(e as Error).message}`, "body");
+      }
+      const r = await uploadCertificate(sup, ctx, form);
+      if (isRefusal(r)) {
+        note({ refused: r.error });
+        return fromRefusal(r);
+      }
+      note({ id: r.id, common_name: r.common_name, subject: r.subject, not_after: r.not_after });
+      log("info", "certificate uploaded", { id: r.id, common_name: r.common_name });
+      return json(201, r);
+    }
+    const assign = /^\/api\/certificates\/([A-Za-z0-9_-]{1,64})\/assign$/.exec(path);
+    if (assign) {
+      if (method !== "POST") return notAllowed(method, path, "POST");
+      const id = assign[1]!;
+      note({ id });
+      const r = await assignCertificate(sup, ctx, id);
+      if (isRefusal(r)) return fromRefusal(r);
+      log("info", "certificate assigned", { id, common_name: r.assigned.common_name });
+      return json(200, r);
+    }
+    const one = /^\/api\/certificates\/([A-Za-z0-9_-]{1,64})$/.exec(path);
+    if (one) {
+      const id = one[1]!;
+      if (method === "GET") {
+        const v = listCertificates(sup, ctx).find((c) => c.id === id);
+        return v ? json(200, v) : apiError(404, `no certificate ${id}`, "id");
+      }
+      if (method === "PATCH" || method === "PUT") {
+        const body = await readJson(req);
+        note({ id, change: body });
+        const r = editCertificate(sup, ctx, id, body);
+        return isRefusal(r) ? fromRefusal(r) : json(200, r);
+      }
+      if (method === "DELETE") {
+        note({ id });
+        const r = deleteCertificate(sup, ctx, id);
+        return isRefusal(r) ? fromRefusal(r) : json(200, { ok: true, deleted: id });
+      }
+      return notAllowed(method, path, "GET, PATCH, DELETE");
+    }
+
+    if (path === "/api/logs") {
+      if (method !== "GET") return notAllowed(method, path, "GET");
+      const sp = url.searchParams;
+      const limit = intParam(sp.get("limit"), 100, 1, 1000, "limit");
+      const offset = intParam(sp.get("offset"), 0, 0, 1_000_000, "offset");
+      if (typeof limit === "string") return apiError(400, limit, "limit");
+      if (typeof offset === "string") return apiError(400, offset, "offset");
+      const q = sp.get("q");
+      const id = sp.get("id");
+      return json(200, searchLogs(sup, ctx, { q: q || null, id: id || null, limit, offset }));
+    }
+
+    if (path === "/api/audit") {
+      if (method !== "GET") return notAllowed(method, path, "GET");
+      const limit = intParam(url.searchParams.get("limit"), 100, 1, 1000, "limit");
+      if (typeof limit === "string") return apiError(400, limit, "limit");
+      const items: unknown[] = [];
+      for (const line of readLogLinesNewestFirst(ctx.audit.path)) {
+        try {
+          items.push(JSON.parse(line));
+        } catch {
+          continue;
+        }
+        if (items.length >= limit) break;
+      }
+      return json(200, { items });
+    }
+
+    if (path === "/api/diagnostics") {
+      if (method !== "POST") return notAllowed(method, path, "POST");
+      const c = sup.config;
+      const [connectivity] = await Promise.all([testConnectivity(c)]);
+      const resources = readResources(sup.health().workers.total);
+      const password = makeOneTimePassword();
+      const id = randomBytes(9).toString("base64url");
+      const created = new Date();
+      const logs = sup.recentLogs().slice(-2000);
+      const bytes = sealArchive(
+        {
+          format: "agate-diagnostics/1",
+          created: created.toISOString(),
+          status: statusBody(sup),
+          config: redactConfig(c),
+          stats: statsBody(sup, ctx, "24h"),
+          connectivity,
+          resources,
+          certificates: listCertificates(sup, ctx),
+          logs,
+        },
+        password,
+      );
+      const name = `agate-diagnostics-${created.toISOString().replace(/[:.]/g, "-")}.agdiag`;
+      ctx.archives.set(id, { bytes, expires: Date.now() + ARCHIVE_TTL_MS, name });
+      note({ archive: id, bytes: bytes.byteLength, failed: connectivity.results.filter((r) => !r.ok).map((r) => `${r.via}:${r.host}`) });
+      return json(200, {
+        connectivity,
+        resources,
+        archive: {
+          id,
+          url: `/api/diagnostics/${id}/archive`,
+          name,
+          bytes: bytes.byteLength,
+          password,
+          expires: new Date(Date.now() + ARCHIVE_TTL_MS).toISOString(),
+          cipher: "AES-256-GCM, key = scrypt(password, salt, N=2^15, r=8, p=1); open with: agate diag open FILE --password PASSWORD",
+          note: "the password is shown only now, and the archive can be downloaded once",
+        },
+      });
+    }
+    const arch = /^\/api\/diagnostics\/([A-Za-z0-9_-]{1,32})\/archive$/.exec(path);
+    if (arch) {
+      if (method !== "GET") return notAllowed(method, path, "GET");
+      const a = ctx.archives.get(arch[1]!);
+      if (!a || a.expires < Date.now()) return apiError(404, "no such archive: it was downloaded already, or it expired", "id");
+      ctx.archives.delete(arch[1]!); // once
+      return new Response(a.bytes, {
+        headers: { "content-type": "application/octet-stream", "content-disposition": `attachment; filename="${a.name}"`, "cache-control": "no-store" },
+      });
+    }
+
+    if (path === "/api/reset") {
+      if (method !== "POST") return notAllowed(method, path, "POST");
+      const body = (await readJson(req)) as Record<string, unknown> | null;
+      if (!body || typeof body !== "object" || body.confirm !== "RESET")
+        return apiError(400, 'reset removes the config, certificates, logs and stores: confirm with {"confirm": "RESET"}', "confirm");
+      const removed = await reset(sup, ctx);
+      note({ removed });
+      log("warn", "reset to the embedded defaults through the admin API", { removed: removed.length });
+      return json(200, { ok: true, removed, config: redactConfig(sup.config) });
+    }
+
+    return apiError(404, `no such endpoint: ${method} ${path}`, "path");
+  } catch (e) {
+    if (e instanceof BodyTooLarge) return apiError(413, `the request body is larger than ${e.limit} bytes`, "body");
+    if (e instanceof ConfigError) return apiError(400, e.message, e.key);
+    throw e;
   }
-  const crash = /^\/api\/workers\/(\d+)\/crash$/.exec(path);
-  if (crash && method === "POST") {
-    return sup.crashWorker(Number(crash[1])) ? json(202, { ok: true }) : apiError(404, `no worker ${crash[1]}`, "index");
-  }
-  return apiError(404, `no such endpoint: ${method} ${path}`);
+}
+
+function notAllowed(method: string, path: string, allow: string) {
+  return apiError(405, `${method} is not allowed on ${path}; use ${allow}`, "method", {}, { allow });
+}
+
+function intParam(v: string | null, d: number, min: number, max: number, name: string): number | string {
+  if (v === null || v === "") return d;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) return `${name}: expected an integer ${min}–${max}, got ${JSON.stringify(v)}`;
+  return n;
 }

@@ -1,0 +1,157 @@
+/**
+ * `bin/agate` against a running gateway: it finds the management port and the token from the config file or the
+ * data directory, prints readable tables (or --json), and exits 1 with the gateway's reason when refused,
+ * 2 on a usage error, 3 when the gateway cannot be reached.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { makeTestPki } from "../peers/test-ca";
+import { startTlsOrigin, type Origin } from "../peers/tls-origin";
+import { ROOT, curl, startGateway, type Gateway } from "../peers/gateway";
+import { makeCustomerChain } from "../peers/customer-chain";
+
+const HOST = "qagpublic.qg1.apps.qualys.com";
+const pki = makeTestPki([HOST]);
+let origin: Origin;
+let gw: Gateway;
+
+beforeAll(async () => {
+  origin = startTlsOrigin(pki);
+  // No [admin] token: the gateway generates data_dir/admin.token, which the CLI reads.
+  gw = await startGateway({ destinations: { ports: [origin.port] }, hosts: { [HOST]: "127.0.0.1" }, admin: { token: "" } });
+});
+afterAll(async () => {
+  await gw?.stop();
+  origin?.stop();
+});
+
+async function agate(args: string[], opts: { dataDir?: boolean } = { dataDir: true }) {
+  const p = Bun.spawn([join(ROOT, "bin/agate"), ...(opts.dataDir ? ["--data-dir", join(gw.dir, "data")] : []), ...args], {
+    cwd: gw.dir,
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const t = setTimeout(() => p.kill(), 30_000);
+  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  clearTimeout(t);
+  return { out, err, code };
+}
+
+describe("agate CLI", () => {
+  test("token: printed from data_dir/admin.token (mode 0600), and from a config file's [admin] token", async () => {
+    const file = join(gw.dir, "data", "admin.token");
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    const r = await agate(["token"]);
+    expect(r.code).toBe(0);
+    expect(r.out.trim()).toBe((await Bun.file(file).text()).trim());
+    expect(r.out.trim().length).toBeGreaterThanOrEqual(32);
+    const cfg = join(gw.dir, "other.toml");
+    await Bun.write(cfg, `[admin]\ntoken = "configured-token-0123456789"\n`);
+    const c = await agate(["--config", cfg, "token"], { dataDir: false });
+    expect(c.out.trim()).toBe("configured-token-0123456789");
+  });
+
+  test("status and stats as tables and as JSON; counters move after traffic", async () => {
+    const s = await agate(["status"]);
+    expect(s.code).toBe(0);
+    expect(s.out).toMatch(/^health\s+Normal$/m);
+    expect(s.out).toMatch(new RegExp(`^proxy port\\s+${gw.ports.proxy} on 127.0.0.1$`, "m"));
+    expect(s.out).toMatch(/^CA\s+appliance: agate appliance CA/m);
+    const j = JSON.parse((await agate(["status", "--json"])).out);
+    expect(j.ports.proxy).toBe(gw.ports.proxy);
+
+    await curl(["-x", `http://127.0.0.1:${gw.ports.proxy}`, "--cacert", pki.caPath, origin.url(HOST, "/cli")]);
+    let st: any;
+    const end = Date.now() + 10_000;
+    do {
+      st = JSON.parse((await agate(["stats", "--json"])).out);
+      if (st.totals.totalTunnels >= 1) break;
+      await Bun.sleep(200);
+    } while (Date.now() < end);
+    expect(st.totals.totalTunnels).toBeGreaterThanOrEqual(1);
+    const t = await agate(["stats"]);
+    expect(t.out).toMatch(/^tunnels since start\s+[1-9]/m);
+    expect(t.out).toContain("bandwidth saved (30 days)");
+  });
+
+  test("config get/set: typed values, the gateway's validation message and exit 1 on a refusal", async () => {
+    expect((await agate(["config", "get", "cache.port"])).out.trim()).toBe("8080");
+    const bad = await agate(["config", "set", "proxy.port=22"]);
+    expect(bad.code).toBe(1);
+    expect(bad.err).toContain("proxy.port: port 22 is reserved [proxy.port]");
+    const eleven = await agate(["config", "set", `cache.allowed_domains=${"abcdefghijk".split("").map((c) => `${c}.com`).join(",")}`]);
+    expect(eleven.code).toBe(1);
+    expect(eleven.err).toContain("cache.allowed_domains: 11 entries, at most 10");
+    const ok = await agate(["config", "set", "cache.allowed_domains=microsoft.com,adobe.com", "proxy.head_timeout_s=5"]);
+    expect(ok.code).toBe(0);
+    expect(ok.out).toContain(`saved to ${gw.configPath}`);
+    expect(JSON.parse((await agate(["config", "get", "cache.allowed_domains", "--json"])).out)).toEqual(["microsoft.com", "adobe.com"]);
+    const all = await agate(["config", "get"]);
+    expect(all.out).toMatch(/^proxy\.head_timeout_s\s+5$/m);
+    expect(all.out).toMatch(/^admin\.token\s+null$/m);
+  });
+
+  test("certs: upload, list, edit, assign, refuse deleting the assigned one, delete", async () => {
+    const chain = makeCustomerChain("CLI Corp Issuing CA");
+    const up = await agate(["certs", "upload", "--root", chain.root, "--intermediate", chain.intermediate, "--key", chain.key, "--cn", "CLI chain", "--description", "from the CLI"]);
+    expect(up.code).toBe(0);
+    const id = /uploaded ([0-9a-f]+):/.exec(up.out)![1]!;
+    const list = await agate(["certs", "list"]);
+    expect(list.out).toMatch(/^id\s+role\s+assigned\s+common name/m);
+    expect(list.out).toMatch(new RegExp(`^${id}\\s+customer\\s+CLI chain\\s+from the CLI`, "m"));
+    expect(list.out).toMatch(/^appliance\s+appliance\s+yes/m);
+    expect((await agate(["certs", "edit", id, "--description", "edited"])).out).toContain("edited");
+    const big = await agate(["certs", "edit", id, "--cn", "x".repeat(101)]);
+    expect(big.code).toBe(1);
+    expect(big.err).toContain("[common_name]");
+    expect((await agate(["certs", "assign", id])).code).toBe(0);
+    const del = await agate(["certs", "delete", id]);
+    expect(del.code).toBe(1);
+    expect(del.err).toContain("is assigned");
+    expect((await agate(["certs", "assign", "appliance"])).code).toBe(0);
+    expect((await agate(["certs", "delete", id])).code).toBe(0);
+    const enc = join(chain.dir, "enc.pem");
+    Bun.spawnSync(["openssl", "pkcs8", "-topk8", "-in", join(chain.dir, "inter.key"), "-passout", "pass:x", "-out", enc]);
+    const pass = await agate(["certs", "upload", "--root", chain.root, "--intermediate", chain.intermediate, "--key", enc]);
+    expect(pass.code).toBe(1);
+    expect(pass.err).toContain("passphrase");
+  });
+
+  test("logs: search, most recent first", async () => {
+    const r = await agate(["logs", "--q", "tunnel", "--limit", "5"]);
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("tunnel");
+    const times = r.out.trim().split("\n").filter((l) => /^\d{4}-/.test(l)).map((l) => l.slice(0, 23));
+    expect(times).toEqual([...times].sort().reverse());
+  });
+
+  test("diag: results, an archive saved to a file, its password once; diag open decrypts it", async () => {
+    const out = join(gw.dir, "diag.agdiag");
+    const r = await agate(["diag", "--out", out]);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/qagpublic\.qg1\.apps\.qualys\.com\s+direct/);
+    const pw = /one-time password \(shown only now\): (\S+)/.exec(r.out)![1]!;
+    expect(existsSync(out)).toBe(true);
+    const open = await agate(["diag", "open", out, "--password", pw], { dataDir: false });
+    expect(open.code).toBe(0);
+    expect(JSON.parse(open.out).format).toBe("agate-diagnostics/1");
+    const wrong = await agate(["diag", "open", out, "--password", "nope"], { dataDir: false });
+    expect(wrong.code).toBe(1);
+    expect(wrong.err).toContain("wrong password");
+  }, 30_000);
+
+  test("usage errors exit 2, an unreachable gateway 3, reset needs --yes", async () => {
+    expect((await agate(["frobnicate"])).code).toBe(2);
+    const noYes = await agate(["reset"]);
+    expect(noYes.code).toBe(2);
+    expect(noYes.err).toContain("agate reset --yes");
+    const down = await agate(["--url", "http://127.0.0.1:1", "--token", "x", "status"], { dataDir: false });
+    expect(down.code).toBe(3);
+    expect(down.err).toContain("cannot reach the management API");
+    const reset = await agate(["reset", "--yes"]);
+    expect(reset.code).toBe(0);
+    expect(reset.out).toContain("embedded defaults");
+    expect((await agate(["config", "get", "cache.allowed_domains", "--json"])).out.trim()).toBe("[]");
+  });
+});
