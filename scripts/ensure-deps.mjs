@@ -2,7 +2,7 @@
 // Installs what agate needs on a fresh machine that has only Node.js and npm:
 // the npm dependencies (the Bun runtime among them, from the `bun` package) and, with --peers,
 // the Debian packages the end-to-end tests talk to (curl, openssl, squid). Idempotent and quick when done.
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { execSync } from "node:child_process";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -13,7 +13,10 @@ const have = (cmd) => {
   try { execSync(`command -v ${cmd}`, { stdio: "ignore" }); return true; } catch { return false; }
 };
 
-if (!existsSync(join(root, "node_modules/.bin/bun")) || !existsSync(join(root, "node_modules/@peculiar/x509"))) {
+const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
+const wanted = [...Object.keys(pkg.dependencies ?? {}), ...Object.keys(pkg.devDependencies ?? {})];
+const missingDeps = wanted.filter((d) => !existsSync(join(root, "node_modules", d, "package.json")));
+if (!existsSync(join(root, "node_modules/.bin/bun")) || missingDeps.length) {
   console.error("[agate] installing npm dependencies (Bun runtime included)…");
   run(existsSync(join(root, "package-lock.json")) ? "npm ci --no-audit --no-fund" : "npm install --no-audit --no-fund");
 }

@@ -2,6 +2,8 @@
  * @module Entry point: `bun src/main.ts [--config FILE]` starts the gateway (embedded defaults without a file).
  * Signals: SIGHUP reloads the config file; SIGTERM/SIGINT drain and exit 0.
  */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { DEFAULTS, type Config } from "./core/config";
 import { loadConfigFile, startSupervisor } from "./supervisor/supervisor";
 
@@ -21,6 +23,13 @@ for (let i = 0; i < args.length; i++) {
     console.error(`unknown argument: ${a}`);
     usage();
   }
+}
+
+// Without --config, a config saved by the admin API into the default data directory is used (it was written
+// there because the gateway had started on the embedded defaults).
+if (!configPath) {
+  const saved = join(DEFAULTS.gateway.data_dir, "agate.toml");
+  if (existsSync(saved)) configPath = saved;
 }
 
 let config: Config;

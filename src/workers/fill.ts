@@ -76,8 +76,10 @@ export const cacheCounters = () => counters;
 
 export function openCacheStore(config: Config, workerIndex: number, bootId: string) {
   defaults = { heuristicFraction: 0.1, heuristicMaxS: 86_400, rules: config.cache.rules };
-  if (store) return;
-  store = Store.open(cacheDir(config), {
+  if (store && storeDir === cacheDir(config)) return;
+  closeCacheStore();
+  storeDir = cacheDir(config);
+  store = Store.open(storeDir, {
     maxBytes: cacheBudget(config),
     owner: `${process.pid}:${workerIndex}`,
     bootId,
@@ -85,9 +87,11 @@ export function openCacheStore(config: Config, workerIndex: number, bootId: stri
   });
 }
 
+let storeDir = "";
 export function closeCacheStore() {
   store?.close();
   store = null;
+  storeDir = "";
 }
 
 function toStored(e: Entry): StoredResponse {

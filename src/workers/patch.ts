@@ -76,8 +76,10 @@ export function openPatchStore(config: Config, index: number, bootId: string) {
   const volumeBytes = volumeInfo(config.patch.volume!).size;
   sliceBytes = config.patch.slice_bytes;
   defaults = { heuristicFraction: 0.1, heuristicMaxS: 86_400, rules: config.cache.rules };
-  if (store) return;
-  store = Store.open(patchDir(config), {
+  if (store && storeDir === patchDir(config)) return;
+  closePatchStore(); // a new volume: the old store goes
+  storeDir = patchDir(config);
+  store = Store.open(storeDir, {
     maxBytes: volumeBytes,
     highWater: 0.9,
     lowWater: 0.85,
@@ -89,6 +91,13 @@ export function openPatchStore(config: Config, index: number, bootId: string) {
 }
 
 export const patchReady = () => store !== null;
+let storeDir = "";
+
+export function closePatchStore() {
+  store?.close();
+  store = null;
+  storeDir = "";
+}
 
 const metaKey = (url: string) => `meta ${url}`;
 const validatorOf = (m: Meta) => m.etag ?? `lm:${m.lastModified}`;

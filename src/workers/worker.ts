@@ -11,8 +11,8 @@ import { setTlsConfig } from "./intercept";
 import { onIntercept } from "./cache-port";
 import type { CaPems } from "../store/ca-store";
 import type { Config } from "../core/config";
-import { cacheCounters, openCacheStore, serveCacheable } from "./fill";
-import { openPatchStore, patchCounters } from "./patch";
+import { cacheCounters, closeCacheStore, openCacheStore, serveCacheable } from "./fill";
+import { closePatchStore, openPatchStore, patchCounters } from "./patch";
 import { setCacheLayer } from "./http-session";
 
 let bootId = "";
@@ -23,9 +23,15 @@ async function applyCache(config: Config, ca: CaPems | null) {
     await setTlsConfig(ca, config.cache.min_tls, config.gateway.data_dir);
     openCacheStore(config, rt.index, bootId);
     if (config.patch.enabled) openPatchStore(config, rt.index, bootId);
+    else closePatchStore();
     setCacheLayer(serveCacheable);
     rt.onIntercept = onIntercept;
-  } else rt.onIntercept = null;
+  } else {
+    // Cache mode off (or reset): release the stores so their directories can be removed or reused.
+    rt.onIntercept = null;
+    closeCacheStore();
+    closePatchStore();
+  }
 }
 
 declare const self: Worker;
