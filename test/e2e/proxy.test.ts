@@ -3,6 +3,7 @@
  * on 127.0.0.1, names mapped with [hosts]. Each test starts what it needs and stops it.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
 import { makeTestPki } from "../peers/test-ca";
 import { startTlsOrigin, type Origin } from "../peers/tls-origin";
 import { curl, startGateway, type Gateway } from "../peers/gateway";
@@ -91,6 +92,21 @@ describe("tunnels", () => {
     const r = await curl([`http://127.0.0.1:${gw.ports.proxy}/healthz`]);
     expect(JSON.parse(r.stdout)).toMatchObject({ status: "ok", port: "proxy" });
   });
+});
+
+describe("back-pressure", () => {
+  test("a slow agent does not make the gateway buffer a fast origin's download", async () => {
+    const size = 64 * 1024 * 1024;
+    const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${gw.proc.pid}/status`, "utf8"))![1]);
+    const before = rss();
+    let peak = before;
+    const t = setInterval(() => (peak = Math.max(peak, rss())), 50);
+    const r = await curl([...proxyArgs(), "--limit-rate", "12M", "-o", "/dev/null", "-w", "%{size_download}", origin.url(HOST, `/bytes/${size}`)], 60_000);
+    clearInterval(t);
+    expect(r.stdout).toBe(String(size));
+    // The origin can send 64 MB in a blink; the agent takes ~5 s. Without pausing the origin the gateway would hold most of it.
+    expect(peak - before).toBeLessThan(24 * 1024);
+  }, 60_000);
 });
 
 describe("clear statuses for bad requests", () => {
