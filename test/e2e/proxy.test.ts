@@ -111,16 +111,16 @@ describe("back-pressure", () => {
 
 describe("clear statuses for bad requests", () => {
   test.each([
-    ["a malformed request line", "CONNECT\r\n\r\n", 400],
-    ["a bare LF head", `CONNECT ${HOST}:443 HTTP/1.1\nHost: x\n\n`, 400],
-    ["CONNECT without a port", `CONNECT ${HOST} HTTP/1.1\r\n\r\n`, 400],
-    ["CONNECT to port 0", `CONNECT ${HOST}:0 HTTP/1.1\r\n\r\n`, 400],
-    ["CONNECT to port 99999", `CONNECT ${HOST}:99999 HTTP/1.1\r\n\r\n`, 400],
-    ["userinfo in the authority", `CONNECT user@${HOST}:443 HTTP/1.1\r\n\r\n`, 400],
-    ["another method", `GET http://${HOST}/ HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`, 405],
-    ["an IP literal", `CONNECT [::1]:443 HTTP/1.1\r\n\r\n`, 403],
-    ["a head over the limit", `CONNECT ${HOST}:443 HTTP/1.1\r\n${"X-Pad: " + "a".repeat(1000) + "\r\n"}`.repeat(1) + "X-Big: " + "b".repeat(20_000) + "\r\n\r\n", 431],
-  ])("%s → %d", async (_name, head, status) => {
+    ["a malformed request line", 400, "CONNECT\r\n\r\n"],
+    ["a bare LF head", 400, `CONNECT ${HOST}:443 HTTP/1.1\nHost: x\n\n`],
+    ["CONNECT without a port", 400, `CONNECT ${HOST} HTTP/1.1\r\n\r\n`],
+    ["CONNECT to port 0", 400, `CONNECT ${HOST}:0 HTTP/1.1\r\n\r\n`],
+    ["CONNECT to port 99999", 400, `CONNECT ${HOST}:99999 HTTP/1.1\r\n\r\n`],
+    ["userinfo in the authority", 400, `CONNECT user@${HOST}:443 HTTP/1.1\r\n\r\n`],
+    ["another method", 405, `GET http://${HOST}/ HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`],
+    ["an IP literal", 403, `CONNECT [::1]:443 HTTP/1.1\r\n\r\n`],
+    ["a head over the limit", 431, `CONNECT ${HOST}:443 HTTP/1.1\r\n${"X-Pad: " + "a".repeat(1000) + "\r\n"}`.repeat(1) + "X-Big: " + "b".repeat(20_000) + "\r\n\r\n"],
+  ])("%s → %i", async (_name, status, head) => {
     const raw = await rawExchange(gw.ports.proxy, head);
     expect(raw).toStartWith(`HTTP/1.1 ${status} `);
   });
