@@ -18,7 +18,9 @@ const wanted = [...Object.keys(pkg.dependencies ?? {}), ...Object.keys(pkg.devDe
 const missingDeps = wanted.filter((d) => !existsSync(join(root, "node_modules", d, "package.json")));
 if (!existsSync(join(root, "node_modules/.bin/bun")) || missingDeps.length) {
   console.error("[agate] installing npm dependencies (Bun runtime included)…");
-  run(existsSync(join(root, "package-lock.json")) ? "npm ci --no-audit --no-fund" : "npm install --no-audit --no-fund");
+  // npm install, not npm ci: npm 11.19 writes lock files that its own `npm ci` rejects as out of sync
+  // (msgpackr-extract's optional platform packages); install still honours the lock's versions.
+  run("npm install --no-audit --no-fund");
 }
 
 if (process.argv.includes("--peers")) {
