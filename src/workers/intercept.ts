@@ -137,9 +137,10 @@ export async function contextFor(host: string): Promise<tls.SecureContext> {
   const again = st.contexts.get(host);
   if (again) return again;
   const ca = st.ca!;
-  const chain = ca.kind === "customer" ? ca.chainPem : "";
+  // Send the issuer (customer: the intermediates) after the leaf. Without it the TLS stack looks for the issuer
+  // in /etc/ssl/certs on every handshake (4 failing openat() calls each, seen with strace).
   const ctx = tls.createSecureContext({
-    cert: leaf.certPem + chain,
+    cert: leaf.certPem + ca.chainPem,
     key: leaf.keyPem,
     minVersion: TLS_NAMES[st.minTls],
   });
