@@ -94,6 +94,17 @@ export class HttpSession {
     for (const f of w) f();
   }
 
+  /** Stop reading from the agent: the TLS layer and the socket stream under it (node:tls does not pass pause down). */
+  private pauseInput() {
+    this.io.pause();
+    if (this.raw !== this.io) this.raw.pause();
+  }
+
+  private resumeInput() {
+    if (this.raw !== this.io) this.raw.resume();
+    this.io.resume();
+  }
+
   congested(): boolean {
     return this.io.writableNeedDrain || this.raw.writableLength > RAW_HIGH_WATER;
   }
@@ -109,7 +120,7 @@ export class HttpSession {
     if (this.bodyDecoder) return this.onBodyBytes(d);
     this.buf = this.buf ? concat(this.buf, d) : d.slice();
     if (this.busy) {
-      if (this.buf.byteLength > MAX_PIPELINE_BUFFER) this.io.pause();
+      if (this.buf.byteLength > MAX_PIPELINE_BUFFER) this.pauseInput();
       return;
     }
     this.pump();
@@ -271,7 +282,7 @@ export class HttpSession {
           if (expect?.toLowerCase() === "100-continue") this.io.write(CONTINUE);
           this.bodyExchange = ex;
           this.bodyDecoder = new BodyDecoder(req.body, "client");
-          ex.onWritable = () => this.io.resume();
+          ex.onWritable = () => this.resumeInput();
           this.bodyDone = () => {
             ex.endBody();
           };
@@ -296,7 +307,7 @@ export class HttpSession {
     }
     let ok = true;
     for (const c of r.chunks) if (c.byteLength) ok = this.bodyExchange!.writeBody(c) && ok;
-    if (!ok) this.io.pause();
+    if (!ok) this.pauseInput();
     if (r.done) {
       this.bodyDecoder = null;
       const done = this.bodyDone;
@@ -310,7 +321,7 @@ export class HttpSession {
   /** Called by the cache layer (or pass-through) when a response is complete: next request. */
   private next() {
     this.busy = false;
-    this.io.resume();
+    this.resumeInput();
     queueMicrotask(() => this.pump());
   }
 

@@ -88,8 +88,9 @@ describe("uploads", () => {
       clearInterval(sampler);
       expect(r.stdout).toBe(`received ${100 * 1024 * 1024}\n`);
       expect(sunk).toBe(100 * 1024 * 1024);
-      // Streaming, not buffering: the growth is far below the 100 MB that passed through.
-      expect(peak - before).toBeLessThan(25 * 1024);
+      // Streaming, not buffering: the growth stays far below the 100 MB that passed through (allocator and GC
+      // noise on a loaded 2-core box measured up to ~30 MB; buffering the body would be ≥ 100 MB).
+      expect(peak - before).toBeLessThan(45 * 1024);
     } finally {
       await gw.stop();
     }
