@@ -143,7 +143,7 @@ export async function serveCacheable(req: HttpRequest, res: Responder, session: 
     let tail: FillTail;
     if (claim.role === "filler") {
       counters.misses++;
-      void runFill(s, claim.fill, pkey, req, stale);
+      void runFill(s, claim.fill, req, stale);
       const again = s.claimFill(pkey);
       if (again.role !== "waiter") {
         again.fill.fail("internal: double claim");
@@ -241,7 +241,7 @@ async function streamTail(tail: FillTail, req: HttpRequest, res: Responder): Pro
 }
 
 /** The one upstream download for `pkey`, detached from any agent. */
-async function runFill(s: Store, fill: FillWriter, pkey: string, req: HttpRequest, stale: Entry | null) {
+async function runFill(s: Store, fill: FillWriter, req: HttpRequest, stale: Entry | null) {
   const requestTime = Date.now();
   const headers: Headers = req.headers.filter(([k]) => !FILL_DROP.has(k.toLowerCase()));
   if (stale) headers.push(...makeConditionalHeaders(toStored(stale)));
@@ -306,5 +306,4 @@ async function runFill(s: Store, fill: FillWriter, pkey: string, req: HttpReques
     });
   });
   await done;
-  void pkey;
 }

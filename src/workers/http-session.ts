@@ -16,6 +16,7 @@ import { log } from "./log";
 import { invalidateAfter } from "./fill";
 import type { ClientConn } from "./listener";
 import { rt } from "./listener";
+import { concat } from "../core/bytes";
 
 const MAX_PIPELINE_BUFFER = 1024 * 1024;
 /** Bytes queued on the socket stream under TLS before writers wait (measured: without it a fast disk read piles up GBs). */
@@ -389,11 +390,4 @@ export class HttpSession {
     };
     return r;
   }
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.byteLength + b.byteLength);
-  out.set(a, 0);
-  out.set(b, a.byteLength);
-  return out;
 }

@@ -22,6 +22,7 @@ import { log } from "./log";
 import type { WorkerCounters } from "./protocol";
 import { type PipeEnd, makePipeEnd, onPipeDrain, onPipeEnd, pipeWrite } from "./tunnel";
 import { type OriginConn, dialTarget, onHandshakeClose, onHandshakeData } from "./upstream";
+import { concat } from "../core/bytes";
 
 export type PortKind = "proxy" | "cache";
 type State = "readHead" | "decide" | "dial" | "tlsPeek" | "tunnel" | "intercept" | "refused" | "closed";
@@ -501,10 +502,3 @@ export function closeAll(reason: string) {
 }
 
 export type Listeners = { proxy: TCPSocketListener<ClientConn> | null; cache: TCPSocketListener<ClientConn> | null };
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.byteLength + b.byteLength);
-  out.set(a, 0);
-  out.set(b, a.byteLength);
-  return out;
-}

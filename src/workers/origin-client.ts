@@ -17,6 +17,7 @@ import { BodyDecoder, encodeChunk, framingForResponse, lastChunk, type Framing }
 import { serializeRequestHead } from "../core/http1/serialize";
 import type { Policy } from "../core/policy";
 import { dialTarget, onHandshakeClose, onHandshakeData, type OriginConn } from "./upstream";
+import { concat } from "../core/bytes";
 
 export type ResponseSink = {
   onHead(head: ResponseHead): void;
@@ -305,11 +306,4 @@ export async function startExchange(req: OriginRequest, sink: ResponseSink, env:
       ex.onWritable = f;
     },
   };
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.byteLength + b.byteLength);
-  out.set(a, 0);
-  out.set(b, a.byteLength);
-  return out;
 }

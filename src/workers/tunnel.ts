@@ -6,6 +6,7 @@
  * of the other side's write half once its pending bytes are flushed.
  */
 import type { Socket } from "bun";
+import { concat } from "../core/bytes";
 
 /** The part of a connection's state the pipe needs; client and origin states both extend it. */
 export type PipeEnd = {
@@ -95,11 +96,4 @@ export function onPipeEnd(sock: Socket<PipeEnd>): boolean {
     peer.shutdown();
   }
   return peer.data.readEnded;
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.byteLength + b.byteLength);
-  out.set(a, 0);
-  out.set(b, a.byteLength);
-  return out;
 }

@@ -11,6 +11,7 @@ import type { Target } from "../core/types";
 import { NEED_MORE, parseResponseHead } from "../core/http1/head";
 import { decideAddress, type Policy } from "../core/policy";
 import { type PipeEnd, makePipeEnd } from "./tunnel";
+import { concat } from "../core/bytes";
 
 /** Origin-side state. During the proxy handshake `hs` is set; afterwards the socket is a plain pipe end. */
 export type OriginConn = PipeEnd & {
@@ -178,11 +179,4 @@ export function onHandshakeClose(sock: Socket<OriginConn>): void {
   if (!hs) return;
   sock.data.hs = null;
   hs.reject(new ProxyError("PX_UPSTREAM_PROXY", "upstream", `${hs.via} closed the connection before answering CONNECT`));
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.byteLength + b.byteLength);
-  out.set(a, 0);
-  out.set(b, a.byteLength);
-  return out;
 }

@@ -6,6 +6,7 @@
  */
 import { ProxyError, printable } from "../errors";
 import type { Headers } from "./head";
+import { concat } from "../bytes";
 
 /** RFC 9110 §15 reason phrases (plus 429/431 from RFC 6585). */
 export const REASONS: Record<number, string> = {
@@ -141,12 +142,6 @@ function encodeHead(s: string): Uint8Array {
   return out;
 }
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.byteLength + b.byteLength);
-  out.set(a, 0);
-  out.set(b, a.byteLength);
-  return out;
-}
 
 /** Our own code built a head that would not parse: a bug on this side, never the peer's fault. */
 function bad(msg: string): ProxyError {
