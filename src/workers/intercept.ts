@@ -8,7 +8,7 @@
 import "reflect-metadata";
 import { Duplex } from "node:stream";
 import tls from "node:tls";
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { randomBytes, createHash } from "node:crypto";
 import type { Socket } from "bun";
@@ -110,24 +110,54 @@ function leafPath(host: string) {
   return join(st.leafDir!, `${host.replace(/[^a-z0-9.-]/g, "_")}.pem`);
 }
 
+function readSaved(path: string): Leaf | null {
+  if (!existsSync(path)) return null;
+  try {
+    const saved = JSON.parse(readFileSync(path, "utf8")) as Leaf;
+    return saved.notAfter - Date.now() > 86_400_000 ? saved : null;
+  } catch {
+    return null; // unreadable: mint again
+  }
+}
+
+/**
+ * One mint per host across workers too: the LeafCache collapses a worker's own concurrent handshakes, and an
+ * O_EXCL lock file next to the leaf makes the other workers wait for the first one's file instead of minting.
+ */
 async function mint(host: string): Promise<Leaf> {
-  // Another worker (or an earlier run) may have minted it already: leaves are kept on disk too.
   const path = leafPath(host);
-  if (existsSync(path)) {
-    try {
-      const saved = JSON.parse(readFileSync(path, "utf8")) as Leaf;
-      if (saved.notAfter - Date.now() > 86_400_000) return saved;
-    } catch {
-      // unreadable: mint again
+  const saved = readSaved(path);
+  if (saved) return saved;
+  const lock = `${path}.lock`;
+  let locked = false;
+  try {
+    closeSync(openSync(lock, "wx"));
+    locked = true;
+  } catch {
+    // Another worker is minting it: wait for its file (bounded), then mint ourselves if it never came.
+    for (let i = 0; i < 100; i++) {
+      await Bun.sleep(10);
+      const theirs = readSaved(path);
+      if (theirs) return theirs;
+      if (!existsSync(lock)) break;
     }
   }
-  const m = await mintLeaf(st.ca!, st.leafKeys!, host, new Date(), randomBytes(16));
-  const leaf: Leaf = { certPem: m.certPem, keyPem: m.keyPem, notAfter: m.notAfter.getTime() };
-  const tmp = `${path}.${process.pid}.${randomBytes(4).toString("hex")}`;
-  writeFileSync(tmp, JSON.stringify(leaf), { mode: 0o600 });
-  renameSync(tmp, path);
-  return leaf;
+  try {
+    const m = await mintLeaf(st.ca!, st.leafKeys!, host, new Date(), randomBytes(16));
+    const leaf: Leaf = { certPem: m.certPem, keyPem: m.keyPem, notAfter: m.notAfter.getTime() };
+    const tmp = `${path}.${process.pid}.${randomBytes(4).toString("hex")}`;
+    writeFileSync(tmp, JSON.stringify(leaf), { mode: 0o600 });
+    renameSync(tmp, path);
+    mints++;
+    return leaf;
+  } finally {
+    if (locked) rmSync(lock, { force: true });
+  }
 }
+
+let mints = 0;
+/** Leaves this worker minted (not read from disk). */
+export const leafMints = () => mints;
 
 /** The secure context for `host`: leaf + chain, cached per host. */
 export async function contextFor(host: string): Promise<tls.SecureContext> {

@@ -7,7 +7,7 @@ import type { TCPSocketListener } from "bun";
 import { type SupervisorToWorker, type WorkerToSupervisor, decode, encode } from "./protocol";
 import { type ClientConn, cacheHandlers, closeAll, proxyHandlers, rt, setConfig, startDrain, sweep } from "./listener";
 import { log, setLogSink } from "./log";
-import { setTlsConfig } from "./intercept";
+import { leafMints, setTlsConfig } from "./intercept";
 import { onIntercept } from "./cache-port";
 import type { CaPems } from "../store/ca-store";
 import type { Config } from "../core/config";
@@ -88,7 +88,7 @@ function applyPorts(ports: { proxy: number; cache: number }) {
 }
 
 function report() {
-  const counters = { ...rt.counters, refusals: { ...rt.counters.refusals }, errors: { ...rt.counters.errors }, cache: { ...cacheCounters() }, patch: JSON.parse(JSON.stringify(patchCounters())) };
+  const counters = { ...rt.counters, refusals: { ...rt.counters.refusals }, errors: { ...rt.counters.errors }, cache: { ...cacheCounters(), leaf_mints: leafMints() }, patch: JSON.parse(JSON.stringify(patchCounters())) };
   post({
     t: "stats",
     index: rt.index,

@@ -14,8 +14,9 @@ import { makeCustomerChain } from "../peers/customer-chain";
 
 const HOST = "qagpublic.qg1.apps.qualys.com";
 const MS = "www.microsoft.com";
-const pki = makeTestPki([HOST, MS, "127.0.0.1"]);
-const hosts = { [HOST]: "127.0.0.1", [MS]: "127.0.0.1" };
+const FRESH = "camsrepo.qg1.apps.qualys.com";
+const pki = makeTestPki([HOST, MS, "127.0.0.1", FRESH]);
+const hosts = { [HOST]: "127.0.0.1", [MS]: "127.0.0.1", [FRESH]: "127.0.0.1" };
 let origin: Origin;
 let plainOrigin: Origin;
 let gw: Gateway;
@@ -48,6 +49,19 @@ describe("TLS termination", () => {
     expect(r.stdout).toBe("hello from origin /t1\n");
     expect(r.stderr).toContain("issuer: CN=agate appliance CA");
     expect(r.stderr).toContain(`subjectAltName: host "${HOST}" matched`);
+  });
+
+  test("50 concurrent first handshakes for a new host, over both workers, mint one leaf", async () => {
+    await Bun.sleep(1200);
+    const before = (await (await gw.admin("/api/stats")).json()).totals.cache?.leaf_mints ?? 0;
+    const urls = Array.from({ length: 50 }, (_, i) => origin.url(FRESH, `/mint${i}`));
+    const r = await curl([...via(), "-Z", "--parallel-max", "50", "-w", "%{http_code}\n", ...urls.flatMap((u) => [u, "-o", "/dev/null"])], 60_000);
+    expect(r.stdout.trim().split("\n").filter((l) => l === "200").length).toBe(50);
+    await Bun.sleep(1200);
+    const st = await (await gw.admin("/api/stats")).json();
+    // exactly one mint for FRESH, in whichever worker won the lock; the other worker read its file
+    expect(st.totals.cache.leaf_mints - before).toBe(1);
+    expect(st.workers.filter((w: any) => (w.counters?.activeConnections ?? 0) >= 0 && w.counters?.totalTunnels > 0).length).toBe(2);
   });
 
   test("/ca.pem and /ca.der serve the same certificate, with no token", async () => {
