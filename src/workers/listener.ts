@@ -146,7 +146,7 @@ function onOpen(sock: Socket<ClientConn>, port: PortKind) {
     side: "client",
     id: makeId(),
     ip: sock.remoteAddress,
-    remotePort: (sock as unknown as { remotePort?: number }).remotePort ?? 0,
+    remotePort: sock.remotePort,
     port,
     state: "readHead",
     buf: null,
