@@ -263,13 +263,14 @@ async function serveSlices(s: Store, meta: Meta, req: HttpRequest, res: Responde
     const sliceStart = i * sliceBytes;
     const from = Math.max(range.start, sliceStart) - sliceStart;
     const to = Math.min(range.end, Math.min(sliceStart + sliceBytes, total) - 1) - sliceStart; // inclusive, within the slice
-    let offset = 0; // bytes of this slice seen so far
+    let offset = 0; // end of the bytes of this slice seen so far
     try {
-      for await (const chunk of sliceBytesOf(s, meta, i, req)) {
-        const cStart = offset;
-        const cEnd = offset + chunk.byteLength - 1;
-        offset += chunk.byteLength;
-        if (cEnd < from || cStart > to) continue;
+      for await (const { at, bytes: chunk } of sliceBytesOf(s, meta, i, req, from, to)) {
+        const cStart = at;
+        const cEnd = at + chunk.byteLength - 1;
+        offset = cEnd + 1;
+        if (cStart > to) break;
+        if (cEnd < from) continue;
         const part = chunk.subarray(Math.max(0, from - cStart), Math.min(chunk.byteLength, to - cStart + 1));
         if (!started) {
           res.head(status, headers, length);
@@ -299,7 +300,7 @@ async function serveSlices(s: Store, meta: Meta, req: HttpRequest, res: Responde
 }
 
 /** The bytes of slice i: from the store, or from the one fill of that slice (started here if nobody has). */
-async function* sliceBytesOf(s: Store, meta: Meta, i: number, req: HttpRequest): AsyncGenerator<Uint8Array> {
+async function* sliceBytesOf(s: Store, meta: Meta, i: number, req: HttpRequest, from: number, to: number): AsyncGenerator<{ at: number; bytes: Uint8Array }> {
   const key = sliceKey(meta, i);
   for (let attempt = 0; attempt < 3; attempt++) {
     const entry = s.lookup(key, []);
@@ -308,7 +309,7 @@ async function* sliceBytesOf(s: Store, meta: Meta, i: number, req: HttpRequest):
       if (fd !== null) {
         counters.slice_hits++;
         s.touch(entry, entry.size);
-        yield* readSlice(s, key, entry, fd);
+        yield* readSlice(s, key, entry, fd, from, to);
         return;
       }
       s.delete(key); // the index named a file that is gone
@@ -323,7 +324,12 @@ async function* sliceBytesOf(s: Store, meta: Meta, i: number, req: HttpRequest):
     const tail = w.tail;
     try {
       await tail.head();
-      for await (const c of tail) yield c;
+      let at = 0;
+      for await (const c of tail) {
+        yield { at, bytes: c };
+        at += c.byteLength;
+        if (at > to) return; // the rest of the slice is not wanted here (the fill goes on for the others)
+      }
       return;
     } catch (e) {
       if ((e as ProxyError).code === "PX_FILL_STALE" && tail.received === 0) continue; // its filler died: take over
@@ -340,30 +346,39 @@ async function* sliceBytesOf(s: Store, meta: Meta, i: number, req: HttpRequest):
  * The first read of a blob in this worker also checks its SHA-256; a mismatch drops the slice and cuts the
  * download, so the agent retries and the slice is fetched again.
  */
-function* readSlice(s: Store, key: string, entry: Entry, fd: number): Generator<Uint8Array> {
-  const check = verified.has(entry.blobPath) ? null : new Bun.CryptoHasher("sha256");
+function* readSlice(s: Store, key: string, entry: Entry, fd: number, from: number, to: number): Generator<{ at: number; bytes: Uint8Array }> {
   try {
-    for (let off = 0; off < entry.size; ) {
-      const n = Math.min(1024 * 1024, entry.size - off);
-      const buf = new Uint8Array(n);
-      const got = readSync(fd, buf, 0, n, off);
-      if (got <= 0) throw new ProxyError("PX_STORE_SHORT", "internal", `slice file ${entry.blobPath} is shorter than its ${entry.size} bytes`);
-      off += got;
-      const part = got === n ? buf : buf.subarray(0, got);
-      check?.update(part);
-      yield part;
-    }
-    if (check) {
-      if (check.digest("hex") !== entry.sha256) {
+    if (!verified.has(entry.blobPath)) {
+      // First read of this slice in this worker since start: check all of it before sending a byte of it.
+      const whole = readRange(fd, entry, 0, entry.size);
+      if (new Bun.CryptoHasher("sha256").update(whole).digest("hex") !== entry.sha256) {
         s.delete(key);
         throw new ProxyError("PX_STORE_CORRUPT", "internal", `slice ${key} failed its SHA-256 check and was dropped`);
       }
       verified.add(entry.blobPath);
       if (verified.size > 100_000) verified.clear();
+      for (let off = from; off <= Math.min(to, entry.size - 1); off += PIECE) yield { at: off, bytes: whole.subarray(off, Math.min(off + PIECE, to + 1, entry.size)) };
+      return;
     }
+    // Verified: read only where the range lies, a piece at a time.
+    const end = Math.min(entry.size, to + 1);
+    for (let off = from; off < end; off += PIECE) yield { at: off, bytes: readRange(fd, entry, off, Math.min(off + PIECE, end)) };
   } finally {
     closeSync(fd);
   }
+}
+
+const PIECE = 1024 * 1024;
+
+function readRange(fd: number, entry: Entry, start: number, end: number): Uint8Array {
+  const buf = new Uint8Array(end - start);
+  let n = 0;
+  while (n < buf.byteLength) {
+    const got = readSync(fd, buf, n, buf.byteLength - n, start + n);
+    if (got <= 0) throw new ProxyError("PX_STORE_SHORT", "internal", `slice file ${entry.blobPath} is shorter than its ${entry.size} bytes`);
+    n += got;
+  }
+  return buf;
 }
 
 const verified = new Set<string>();

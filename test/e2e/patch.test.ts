@@ -5,7 +5,7 @@
  * only; a too-small volume refused with the reason; kill -9 during a fill, then a restart, serves a correct file.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { makeTestPki } from "../peers/test-ca";
@@ -286,5 +286,30 @@ describe("durability", () => {
     } finally {
       await g2.stop();
     }
-  }, 120_000);
+
+    // A slice corrupted on disk is caught before its bytes go out, dropped, and fetched again.
+    const blobs: string[] = [];
+    const walk = (d: string) => {
+      for (const e of readdirSync(d, { withFileTypes: true })) e.isDirectory() ? walk(join(d, e.name)) : blobs.push(join(d, e.name));
+    };
+    walk(join(vol, "agate-patch", "blobs"));
+    const victim = blobs.find((b) => statSync(b).size === SLICE)!;
+    const bytes = readFileSync(victim);
+    bytes[4321] ^= 0x5a;
+    writeFileSync(victim, bytes);
+    const g3 = await startGateway(patchConfig(vol), { dir });
+    try {
+      const ca3 = await withCa(g3);
+      const before = https.bytesSent();
+      const cut = await fetchThrough(g3, ca3, https.url(VENDOR, "/crash/update.cab"));
+      expect(cut.size === size && cut.sha === (await sha256OfPattern(size, 0, 99))).toBe(false); // never a silently wrong file…
+      expect(cut.size).toBeLessThan(size); // …the download was cut instead
+      const fixed = await fetchThrough(g3, ca3, https.url(VENDOR, "/crash/update.cab"));
+      expect(fixed.size).toBe(size);
+      expect(fixed.sha).toBe(await sha256OfPattern(size, 0, 99));
+      expect(https.bytesSent() - before).toBe(SLICE); // exactly the one bad slice again
+    } finally {
+      await g3.stop();
+    }
+  }, 180_000);
 });
