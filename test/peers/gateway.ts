@@ -42,6 +42,8 @@ export async function startGateway(cfg: Tomlish, opts: { dir?: string } = {}): P
     ...cfg,
     gateway: { data_dir: join(dir, "data"), workers: 2, drain_grace_s: 2, ...(cfg.gateway ?? {}) },
     proxy: { port: 0, listen: "127.0.0.1", ...(cfg.proxy ?? {}) },
+    // tests listen on loopback only, also when a test turns cache mode on later (API, wizard)
+    cache: { listen: "127.0.0.1", ...(cfg.cache ?? {}) },
     admin: { port: 0, token: "test-token-0123456789abcdef", ...(cfg.admin ?? {}) },
   };
   const configPath = join(dir, "agate.toml");
@@ -105,7 +107,13 @@ export async function startGateway(cfg: Tomlish, opts: { dir?: string } = {}): P
     admin: (path, init = {}) =>
       fetch(`http://127.0.0.1:${ready.admin}${path}`, { ...init, headers: { authorization: `Bearer ${token}`, ...(init.headers ?? {}) } }),
     writeConfig: (next) => {
-      const merged: Tomlish = { ...next, gateway: full.gateway, proxy: { ...full.proxy, port: ready.proxy, ...(next.proxy ?? {}) }, admin: full.admin };
+      const merged: Tomlish = {
+        ...next,
+        gateway: full.gateway,
+        proxy: { ...full.proxy, port: ready.proxy, ...(next.proxy ?? {}) },
+        cache: { listen: "127.0.0.1", ...(next.cache ?? {}) },
+        admin: full.admin,
+      };
       writeFileSync(configPath, toToml(merged));
     },
     stop: async () => {
