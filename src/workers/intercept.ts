@@ -33,6 +33,8 @@ export class SocketDuplex extends Duplex {
     this.sock.resume();
   }
   override _write(chunk: Buffer, _enc: string, cb: (e?: Error | null) => void) {
+    // A long download is activity too: the idle sweep must not cut an agent that only reads.
+    (this.sock.data as { lastActive: number }).lastActive = Date.now();
     const n = this.sock.write(chunk);
     if (n < 0) return cb(new Error("socket closed"));
     if (n < chunk.byteLength) {
