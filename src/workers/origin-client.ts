@@ -1,7 +1,8 @@
 /**
  * @module An HTTP/1.1 client towards origins for the cache port: dial (direct, [hosts], or through the upstream
  * proxy, as tunnels do), TLS as a client with `upgradeTLS` (verified against the system roots plus
- * `[tls] upstream_ca`, highest version available), then one exchange per connection with our own head parser
+ * `[tls] upstream_ca`, highest version available), then exchanges on connections kept alive for a few seconds
+ * per worker (a GET on a reused connection the origin just closed is retried once), with our own head parser
  * and body decoder, so bytes reach the agent exactly as the origin sent them (no decompression, no rewriting).
  * Streaming both ways with back-pressure: the request body is written as it arrives, the response body is
  * handed on chunk by chunk and the socket pauses while the sink is full.
@@ -37,7 +38,8 @@ export type OriginRequest = {
   body: Framing;
 };
 
-type ExchangeConn = OriginConn & { ex: Exchange | null };
+/** `raw`: the TCP socket under an upgraded TLS one; its events belong to the TLS socket and are ignored here. */
+type ExchangeConn = OriginConn & { ex: Exchange | null; raw?: boolean };
 
 export const HOP_BY_HOP = new Set([
   "connection",
@@ -80,12 +82,19 @@ class Exchange {
   paused = false;
   bodyChunked: boolean;
   bytesIn = 0;
+  /** the request (head and body) has been written whole */
+  bodySent: boolean;
+  /** the socket came from the idle pool: a close before any byte may be the server's idle timeout */
+  reused = false;
+  /** set by startExchange: connect again on a fresh connection (idempotent requests on a dead pooled one) */
+  retry: (() => void) | null = null;
 
   constructor(
     readonly req: OriginRequest,
     readonly sink: ResponseSink,
   ) {
     this.bodyChunked = req.body.kind === "chunked";
+    this.bodySent = req.body.kind === "none";
   }
 
   onBytes(data: Uint8Array) {
@@ -125,6 +134,7 @@ class Exchange {
     const r = this.decoder!.push(data);
     let more = true;
     for (const c of r.chunks) if (c.byteLength) more = this.sink.onData(c) && more;
+    if (r.rest) this.trailing = true; // bytes after the response: this connection is not reusable
     if (r.done) return this.finish();
     if (!more) this.pause();
   }
@@ -145,6 +155,13 @@ class Exchange {
 
   onClose() {
     if (this.finished) return;
+    if (!this.head && this.reused && this.bytesIn === 0 && this.retry && (this.req.method === "GET" || this.req.method === "HEAD")) {
+      // The origin closed an idle kept-alive connection as we reused it: one more try on a new one.
+      const again = this.retry;
+      this.retry = null;
+      this.sock = null;
+      return again();
+    }
     if (!this.head) return this.fail(new ProxyError("PX_UPSTREAM_CLOSED", "upstream", `${this.req.target.host} closed the connection without answering`));
     try {
       this.decoder!.end();
@@ -157,9 +174,26 @@ class Exchange {
   finish() {
     if (this.finished) return;
     this.finished = true;
+    const sock = this.sock;
+    const h = this.head;
+    const reusable =
+      sock !== null &&
+      h !== null &&
+      h.version === "1.1" &&
+      this.bodySent &&
+      !this.trailing &&
+      this.decoder?.framing.kind !== "close" &&
+      !/\bclose\b/i.test(h.headers.find(([k]) => k.toLowerCase() === "connection")?.[1] ?? "");
+    if (sock) sock.data.ex = null;
+    if (reusable && !sock.data.closed) {
+      if (this.paused) sock.resume();
+      release(this.poolKey, sock);
+    } else sock?.end();
     this.sink.onEnd();
-    this.sock?.end();
   }
+
+  poolKey = "";
+  trailing = false;
 
   fail(e: ProxyError) {
     if (this.finished) return;
@@ -182,6 +216,7 @@ class Exchange {
     const s = this.sock;
     if (!s || this.finished) return;
     if (this.bodyChunked) writeAll(s, lastChunk());
+    this.bodySent = true;
   }
 
   onWritable: (() => void) | null = null;
@@ -221,11 +256,18 @@ const exchangeHandlers: SocketHandler<ExchangeConn> = {
   open() {},
   data(s, data) {
     if (s.data.hs) return onHandshakeData(s as unknown as Socket<OriginConn>, data);
-    s.data.ex?.onBytes(data);
+    if (s.data.raw) return;
+    if (s.data.ex) return s.data.ex.onBytes(data);
+    // bytes on an idle kept-alive connection: it is not in a state we can reuse
+    s.data.closed = true;
+    s.terminate();
   },
   drain: flush,
   end(s) {
-    s.data.ex?.onClose();
+    if (s.data.raw) return;
+    if (s.data.ex) return s.data.ex.onClose();
+    s.data.closed = true; // the origin closed an idle kept-alive connection
+    s.terminate();
   },
   close(s) {
     s.data.closed = true;
@@ -261,28 +303,40 @@ export type ExchangeHandle = {
   set onWritable(f: (() => void) | null);
 };
 
-/** Start one exchange: dial, TLS, send the head; the sink gets the response. Rejects on dial/TLS failure. */
+// ---- kept-alive connections to origins, per worker --------------------------------------------------------------
+
+/** Below the shortest common server keep-alive (Apache: 5 s), so a reused connection is rarely one the origin is closing. */
+const IDLE_S = 4;
+const MAX_IDLE_PER_KEY = 16;
+const idle = new Map<string, Socket<ExchangeConn>[]>();
+
+let reuses = 0;
+/** Requests sent on a kept-alive connection (for tests and stats). */
+export const originReuses = () => reuses;
+
+function release(key: string, sock: Socket<ExchangeConn>) {
+  let list = idle.get(key);
+  if (!list) idle.set(key, (list = []));
+  if (list.length >= MAX_IDLE_PER_KEY) return void sock.end();
+  sock.timeout(IDLE_S);
+  list.push(sock);
+}
+
+function takeIdle(key: string): Socket<ExchangeConn> | null {
+  const list = idle.get(key);
+  while (list && list.length) {
+    const s = list.pop()!;
+    if (!s.data.closed && s.readyState === 1) return s;
+  }
+  return null;
+}
+
+/** Start one exchange: reuse a kept-alive connection or dial (TLS included), send the head; the sink gets the
+ * response. Rejects on dial/TLS failure. */
 export async function startExchange(req: OriginRequest, sink: ResponseSink, env: { config: Config; policy: Policy }): Promise<ExchangeHandle> {
   const ex = new Exchange(req, sink);
-  const d = await dialTarget(req.target, {
-    config: env.config,
-    policy: env.policy,
-    handlers: exchangeHandlers as unknown as SocketHandler<OriginConn>,
-    now: Date.now(),
-  });
-  let sock = d.sock as unknown as Socket<ExchangeConn>;
-  sock.data.ex = ex;
-  if (req.scheme === "https") {
-    const data: ExchangeConn = { ...sock.data, ex, pending: null };
-    const [, tlsSock] = sock.upgradeTLS<ExchangeConn>({
-      data,
-      tls: { serverName: req.target.host, ca: trustedCas(env.config), rejectUnauthorized: true },
-      socket: exchangeHandlers,
-    });
-    sock.data.ex = null;
-    sock = tlsSock;
-  }
-  ex.sock = sock;
+  const up = env.config.upstream_proxy;
+  ex.poolKey = `${req.scheme}|${req.target.host}|${req.target.port}|${up ? `${up.host}:${up.port}` : env.config.hosts[req.target.host] ?? "dns"}`;
   const authority = req.target.port === (req.scheme === "https" ? 443 : 80) ? req.target.host : `${req.target.host}:${req.target.port}`;
   const headers: Headers = [["Host", authority], ...stripHopByHop(req.headers).filter(([k]) => {
     const l = k.toLowerCase();
@@ -290,8 +344,48 @@ export async function startExchange(req: OriginRequest, sink: ResponseSink, env:
   })];
   if (req.body.kind === "length") headers.push(["Content-Length", String(req.body.length)]);
   if (req.body.kind === "chunked") headers.push(["Transfer-Encoding", "chunked"]);
-  headers.push(["Connection", "close"]);
-  writeAll(sock, serializeRequestHead(req.method, req.path, headers));
+  const head = serializeRequestHead(req.method, req.path, headers);
+
+  const dialFresh = async (): Promise<Socket<ExchangeConn>> => {
+    const d = await dialTarget(req.target, {
+      config: env.config,
+      policy: env.policy,
+      handlers: exchangeHandlers as unknown as SocketHandler<OriginConn>,
+      now: Date.now(),
+    });
+    let sock = d.sock as unknown as Socket<ExchangeConn>;
+    sock.data.ex = ex;
+    if (req.scheme === "https") {
+      const data: ExchangeConn = { ...sock.data, ex, pending: null };
+      const [, tlsSock] = sock.upgradeTLS<ExchangeConn>({
+        data,
+        tls: { serverName: req.target.host, ca: trustedCas(env.config), rejectUnauthorized: true },
+        socket: exchangeHandlers,
+      });
+      sock.data.ex = null;
+      sock.data.raw = true;
+      sock = tlsSock;
+    }
+    return sock;
+  };
+  const send = (sock: Socket<ExchangeConn>, reused: boolean) => {
+    // A pooled socket carries the idle pool's short timeout: give it the exchange's (timeout(0) is not "off" here).
+    if (reused) sock.timeout(env.config.proxy.idle_timeout_s);
+    sock.data.ex = ex;
+    ex.sock = sock;
+    writeAll(sock, head);
+  };
+
+  const pooled = takeIdle(ex.poolKey);
+  if (pooled) {
+    reuses++;
+    ex.reused = true;
+    ex.retry = () => {
+      ex.reused = false;
+      dialFresh().then((s) => send(s, false), (e) => ex.fail(e instanceof ProxyError ? e : new ProxyError("PX_UPSTREAM_UNREACHABLE", "upstream", String(e))));
+    };
+    send(pooled, true);
+  } else send(await dialFresh(), false);
   return {
     writeBody: (c) => ex.writeBody(c),
     endBody: () => ex.endBody(),

@@ -8,6 +8,7 @@ import { type SupervisorToWorker, type WorkerToSupervisor, decode, encode } from
 import { type ClientConn, cacheHandlers, closeAll, proxyHandlers, rt, setConfig, startDrain, sweep } from "./listener";
 import { log, setLogSink } from "./log";
 import { leafMints, setTlsConfig } from "./intercept";
+import { originReuses } from "./origin-client";
 import { onIntercept } from "./cache-port";
 import type { CaPems } from "../store/ca-store";
 import type { Config } from "../core/config";
@@ -88,7 +89,7 @@ function applyPorts(ports: { proxy: number; cache: number }) {
 }
 
 function report() {
-  const counters = { ...rt.counters, refusals: { ...rt.counters.refusals }, errors: { ...rt.counters.errors }, cache: { ...cacheCounters(), leaf_mints: leafMints() }, patch: JSON.parse(JSON.stringify(patchCounters())) };
+  const counters = { ...rt.counters, refusals: { ...rt.counters.refusals }, errors: { ...rt.counters.errors }, cache: { ...cacheCounters(), leaf_mints: leafMints(), origin_reuses: originReuses() }, patch: JSON.parse(JSON.stringify(patchCounters())) };
   post({
     t: "stats",
     index: rt.index,

@@ -119,6 +119,16 @@ describe("what is not cached streams through", () => {
     expect(seen.map((r) => r.bodyBytes)).toEqual([body.length, body.length]);
   });
 
+  test("origin connections are kept alive and reused across agents' requests", async () => {
+    await Bun.sleep(1200);
+    const before = (await (await gw.admin("/api/stats")).json()).totals.cache?.origin_reuses ?? 0;
+    for (let i = 0; i < 6; i++) expect((await curl([...via(), "--data-binary", `ka${i}`, origin.url(HOST, "/echo")])).stdout).toBe(`ka${i}`);
+    await Bun.sleep(1200);
+    const after = (await (await gw.admin("/api/stats")).json()).totals.cache.origin_reuses;
+    // 6 requests over 2 workers: at least one worker sent 3, two of them on a reused connection
+    expect(after - before).toBeGreaterThanOrEqual(2);
+  });
+
   test("Expect: 100-continue gets its interim answer and the body arrives", async () => {
     const r = await curl([...via(), "-v", "-H", "Expect: 100-continue", "--data-binary", "hello", origin.url(HOST, "/echo")]);
     expect(r.stderr).toContain("HTTP/1.1 100 Continue");
