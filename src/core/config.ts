@@ -51,6 +51,8 @@ export type Config = {
     workers: number;
     /** how long established tunnels may finish after SIGTERM */
     drain_grace_s: number;
+    /** all log files together stay under this; the oldest go first (and before the disk fills) */
+    log_cap_bytes: number;
   };
   proxy: {
     port: number;
@@ -98,7 +100,7 @@ export type Config = {
 };
 
 export const DEFAULTS: Config = {
-  gateway: { name: "agate", data_dir: "./data", workers: 0, drain_grace_s: 30 },
+  gateway: { name: "agate", data_dir: "./data", workers: 0, drain_grace_s: 30, log_cap_bytes: 256 * 1024 * 1024 },
   proxy: {
     port: 1080,
     listen: "0.0.0.0",
@@ -248,7 +250,7 @@ function strList(key: string, v: unknown, max: number): string[] {
 // ---- sections -------------------------------------------------------------------------------------------
 
 const KNOWN: Record<string, readonly string[]> = {
-  gateway: ["name", "data_dir", "workers", "drain_grace_s"],
+  gateway: ["name", "data_dir", "workers", "drain_grace_s", "log_cap_bytes"],
   proxy: ["port", "listen", "max_connections", "idle_timeout_s", "head_timeout_s", "connect_timeout_s", "max_head_bytes"],
   cache: ["enabled", "port", "listen", "min_tls", "allowed_domains", "max_bytes", "rules"],
   patch: ["enabled", "volume", "min_volume_bytes", "client_networks", "agent_user_agents", "slice_bytes"],
@@ -294,6 +296,7 @@ export function parseConfig(raw: unknown, base: Config = DEFAULTS): Config {
     data_dir: str("gateway.data_dir", pick(g, "data_dir", base.gateway.data_dir)),
     workers: int("gateway.workers", pick(g, "workers", base.gateway.workers), 0, 256),
     drain_grace_s: num("gateway.drain_grace_s", pick(g, "drain_grace_s", base.gateway.drain_grace_s), 0, 3600),
+    log_cap_bytes: int("gateway.log_cap_bytes", pick(g, "log_cap_bytes", base.gateway.log_cap_bytes), 1024 * 1024, Number.MAX_SAFE_INTEGER),
   };
   if (!gateway.data_dir) throw new ConfigError("gateway.data_dir", "must not be empty");
 

@@ -11,7 +11,7 @@ import { basename, dirname, join } from "node:path";
 export const LOG_FILE_MAX_BYTES = 16 * 1024 * 1024;
 /** Rotated files kept (agate.log.1 … agate.log.N). */
 export const LOG_FILES_KEPT = 10;
-/** All log files together stay under this. TODO: a config key (`[gateway] log_cap_bytes`) once config.ts has one. */
+/** All log files together stay under this by default (`[gateway] log_cap_bytes`). */
 export const LOG_CAP_BYTES = 256 * 1024 * 1024;
 /** Rotated files are removed while the disk holding them has less free space than this fraction… */
 export const MIN_FREE_FRACTION = 0.05;

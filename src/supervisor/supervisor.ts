@@ -18,7 +18,7 @@ import { Store } from "../store/store";
 import { cacheBudget, cacheDir, patchDir } from "../store/cache-paths";
 import { checkPatchVolume, volumeInfo } from "../store/patch-volume";
 import { topObjects, type ObjectReport } from "../store/cache-report";
-import { rotateLogFile } from "../store/log-store";
+import { DEFAULT_LOG_LIMITS, rotateLogFile } from "../store/log-store";
 
 export const VERSION = "0.1.0";
 const HOUR = 3600_000;
@@ -191,7 +191,8 @@ export async function startSupervisor(opts: { config: Config; configPath: string
     pendingFile = [];
     try {
       appendFileSync(logPath, chunk);
-      rotateLogFile(logPath); // by size into agate.log.1…N, oldest removed before the disk or the cap fills
+      // by size into agate.log.1…N, oldest removed before the disk or gateway.log_cap_bytes fills
+      rotateLogFile(logPath, { ...DEFAULT_LOG_LIMITS, capBytes: config.gateway.log_cap_bytes });
     } catch {
       // TODO: surface a full disk in health; logs must never take the gateway down.
     }
