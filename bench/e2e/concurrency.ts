@@ -31,9 +31,9 @@
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { availableParallelism, loadavg, totalmem } from "node:os";
 import { join, resolve } from "node:path";
-import type { Subprocess } from "bun";
 import { ROOT, curl, startGateway, type Gateway } from "../../test/peers/gateway";
 import { makeTestPki, type TestPki } from "../../test/peers/test-ca";
+import { type Child, CLK_TCK, cpuTimes, gitRev, median, ratio, round, rssKB, spawnChild, stopChildren } from "./children";
 
 const HOST = "qagpublic.qg1.apps.qualys.com";
 const BUN = process.execPath;
@@ -145,32 +145,6 @@ function parseOptions(argv: string[]): Options {
 
 // ---- /proc sampling ---------------------------------------------------------------------------------------
 
-const CLK_TCK = (() => {
-  const r = Bun.spawnSync(["getconf", "CLK_TCK"], { stdout: "pipe", stderr: "ignore" });
-  const n = Number(r.stdout.toString().trim());
-  return Number.isInteger(n) && n > 0 ? n : 100;
-})();
-
-function rssKB(pid: number): number | null {
-  try {
-    const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) : null;
-  } catch {
-    return null;
-  }
-}
-
-/** utime and stime in seconds (all threads: the workers are threads of the gateway process). */
-function cpuTimes(pid: number): { user: number; sys: number } | null {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
-    return { user: Number(f[11]) / CLK_TCK, sys: Number(f[12]) / CLK_TCK };
-  } catch {
-    return null;
-  }
-}
-
 function cpuSeconds(pid: number): number | null {
   const t = cpuTimes(pid);
   return t ? t.user + t.sys : null;
@@ -211,8 +185,6 @@ class RssSampler {
   }
 }
 
-const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
-const ratio = (a: number | null | undefined, b: number | null | undefined) => (a && b ? round(a / b, 3) : null);
 
 async function waitUntil(pred: () => boolean, ms: number, stepMs = 100): Promise<boolean> {
   const end = Date.now() + ms;
@@ -225,112 +197,10 @@ async function waitUntil(pred: () => boolean, ms: number, stepMs = 100): Promise
 
 // ---- child processes: every one is tracked and stopped by PID --------------------------------------------
 
-type Child = {
-  proc: Subprocess<"pipe", "pipe", "pipe">;
-  pid: number;
-  name: string;
-  next: (ev: string, ms: number) => Promise<any>;
-  send: (cmd: string) => void;
-  stderr: () => string;
-  stop: () => Promise<void>;
-};
-
-const children = new Set<Child>();
 const gateways = new Set<Gateway>();
 
-function spawnChild(name: string, cmd: string[], onEvent?: (o: any) => void): Child {
-  const proc = Bun.spawn(cmd, { cwd: ROOT, stdin: "pipe", stdout: "pipe", stderr: "pipe" });
-  const queue: any[] = [];
-  let waiter = null as ((o: any) => void) | null;
-  let errText = "";
-  let exited = false;
-  (async () => {
-    const dec = new TextDecoder();
-    let rest = "";
-    for await (const chunk of proc.stdout) {
-      rest += dec.decode(chunk, { stream: true });
-      let k;
-      while ((k = rest.indexOf("\n")) >= 0) {
-        const line = rest.slice(0, k);
-        rest = rest.slice(k + 1);
-        let o: any;
-        try {
-          o = JSON.parse(line);
-        } catch {
-          o = { ev: "raw", line };
-        }
-        onEvent?.(o);
-        if (o.ev === "progress") continue;
-        if (waiter) {
-          const w = waiter;
-          waiter = null;
-          w(o);
-        } else queue.push(o);
-      }
-    }
-  })();
-  (async () => {
-    const dec = new TextDecoder();
-    for await (const chunk of proc.stderr) errText = (errText + dec.decode(chunk, { stream: true })).slice(-8000);
-  })();
-  proc.exited.then(() => {
-    exited = true;
-    if (waiter) {
-      const w = waiter;
-      waiter = null;
-      w({ ev: "exit", code: proc.exitCode });
-    }
-  });
-  const nextAny = (ms: number) =>
-    new Promise<any>((res) => {
-      if (queue.length) return res(queue.shift());
-      if (exited) return res({ ev: "exit", code: proc.exitCode });
-      const t = setTimeout(() => {
-        waiter = null;
-        res({ ev: "timeout" });
-      }, ms);
-      waiter = (o) => (clearTimeout(t), res(o));
-    });
-  const child: Child = {
-    proc,
-    pid: proc.pid,
-    name,
-    async next(ev, ms) {
-      const end = Date.now() + ms;
-      for (;;) {
-        const o = await nextAny(Math.max(1, end - Date.now()));
-        if (o.ev === ev) return o;
-        if (o.ev === "timeout") throw new Error(`${name}: no "${ev}" within ${ms} ms; stderr: ${errText.slice(-2000)}`);
-        if (o.ev === "exit" || o.ev === "error") throw new Error(`${name}: ${JSON.stringify(o)} while waiting for "${ev}"; stderr: ${errText.slice(-2000)}`);
-      }
-    },
-    send(cmd) {
-      if (!exited) {
-        proc.stdin.write(cmd + "\n");
-        proc.stdin.flush();
-      }
-    },
-    stderr: () => errText,
-    async stop() {
-      children.delete(child);
-      if (!exited) {
-        try {
-          proc.stdin.end();
-        } catch {}
-        const t1 = setTimeout(() => proc.kill("SIGTERM"), 5000);
-        const t2 = setTimeout(() => proc.kill("SIGKILL"), 10_000);
-        await proc.exited;
-        clearTimeout(t1);
-        clearTimeout(t2);
-      }
-    },
-  };
-  children.add(child);
-  return child;
-}
-
 async function cleanup() {
-  await Promise.all([...children].map((c) => c.stop()));
+  await stopChildren();
   await Promise.all([...gateways].map((g) => (gateways.delete(g), g.stop())));
 }
 
@@ -511,12 +381,6 @@ async function tunnelPass(env: Env, gw: Gateway, rss: RssSampler, conns: number,
   return { pass, gateway };
 }
 
-const median = (xs: (number | null | undefined)[]) => {
-  const a = xs.filter((x): x is number => typeof x === "number").sort((p, q) => p - q);
-  if (!a.length) return null;
-  const m = a.length >> 1;
-  return a.length % 2 ? a[m]! : round((a[m - 1]! + a[m]!) / 2, 3);
-};
 
 /** Clean = every connection opened, all still open at the barrier, every request answered, no error. */
 const isClean = (p: any, conns: number, requests: number) =>
@@ -857,10 +721,6 @@ function summary(doc: any): string {
   return out.join("\n");
 }
 
-function gitRev(): string | null {
-  const r = Bun.spawnSync(["git", "describe", "--always", "--dirty"], { cwd: ROOT, stdout: "pipe", stderr: "ignore" });
-  return r.exitCode === 0 ? r.stdout.toString().trim() : null;
-}
 
 // ---- main -------------------------------------------------------------------------------------------------
 
