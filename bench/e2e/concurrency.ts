@@ -28,12 +28,13 @@
  * Gates: 0 errors at every C; admission exact and fast. Targets (reported pass/miss, not gated):
  * single stream ≥ 0.95× direct, p99 through ≤ 1.5× direct at 3,000, ≤ 20 KB gateway RSS per tunnel.
  */
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
-import { availableParallelism, loadavg, totalmem } from "node:os";
-import { join, resolve } from "node:path";
+import { readdirSync } from "node:fs";
+import { availableParallelism } from "node:os";
+import { join } from "node:path";
 import { ROOT, curl, startGateway, type Gateway } from "../../test/peers/gateway";
 import { makeTestPki, type TestPki } from "../../test/peers/test-ca";
-import { type Child, CLK_TCK, cpuTimes, gitRev, median, ratio, round, rssKB, spawnChild, stopChildren } from "./children";
+import { type Child, cpuTimes, median, ratio, round, rssKB, spawnChild, stopChildren } from "./children";
+import { type Check, checkLines, docHead, finishRun, forEachFlag, machineInfo, makeLog, makeUsage, onInterrupt, p50p99, resultFile, verdictLines } from "./harness";
 
 const HOST = "qagpublic.qg1.apps.qualys.com";
 const BUN = process.execPath;
@@ -68,15 +69,12 @@ type Options = {
   out: string;
 };
 
-function usage(msg?: string): never {
-  if (msg) console.error(`concurrency: ${msg}`);
-  console.error(
-    "usage: bun bench/e2e/concurrency.ts [--conns 3000,9000 | --skip-load] [--requests 5] [--rounds 3] [--batch 200] [--client bun|node]\n" +
-      "         [--skip-admission] [--admission-limit 3000] [--admission-over 500]\n" +
-      "         [--skip-throughput] [--throughput-mb 256] [--throughput-tries 3] [--workers N] [--max-connections N] [--no-warmup] [--out DIR]",
-  );
-  process.exit(2);
-}
+const usage: (msg?: string) => never = makeUsage(
+  "concurrency",
+  "usage: bun bench/e2e/concurrency.ts [--conns 3000,9000 | --skip-load] [--requests 5] [--rounds 3] [--batch 200] [--client bun|node]\n" +
+    "         [--skip-admission] [--admission-limit 3000] [--admission-over 500]\n" +
+    "         [--skip-throughput] [--throughput-mb 256] [--throughput-tries 3] [--workers N] [--max-connections N] [--no-warmup] [--out DIR]",
+);
 
 function parseOptions(argv: string[]): Options {
   const o: Options = {
@@ -96,15 +94,7 @@ function parseOptions(argv: string[]): Options {
     warmup: true,
     out: join(ROOT, "bench/results"),
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const [flag, inline] = a.includes("=") ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)] : [a, undefined];
-    const v = () => inline ?? argv[++i] ?? usage(`${flag} needs a value`);
-    const int = (min: number, max: number) => {
-      const n = Number(v());
-      if (!Number.isInteger(n) || n < min || n > max) usage(`${flag}: expected an integer ${min}–${max}`);
-      return n;
-    };
+  forEachFlag(argv, usage, o, ({ flag, arg: a, value: v, int }) => {
     switch (flag) {
       case "--conns":
         o.conns = v()
@@ -128,17 +118,12 @@ function parseOptions(argv: string[]): Options {
       case "--skip-throughput": o.throughput = false; break;
       case "--throughput-mb": o.throughputMb = int(1, 4096); break;
       case "--throughput-tries": o.throughputTries = int(1, 20); break;
-      case "--workers": o.workers = int(1, 64); break;
       case "--max-connections": o.maxConnections = int(1, 100_000); break;
       case "--no-warmup": o.warmup = false; break;
-      case "--out": o.out = resolve(v()); break;
-      case "--help":
-      case "-h":
-        usage();
       default:
         usage(`unknown argument ${a}`);
     }
-  }
+  });
   if (o.admissionLimit + o.admissionOver > 9500) usage("--admission-limit + --admission-over must stay ≤ 9500 (descriptor limit)");
   return o;
 }
@@ -204,9 +189,7 @@ async function cleanup() {
   await Promise.all([...gateways].map((g) => (gateways.delete(g), g.stop())));
 }
 
-function log(msg: string) {
-  process.stderr.write(`[concurrency ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
-}
+const log = makeLog("concurrency");
 
 // ---- the fixtures -----------------------------------------------------------------------------------------
 
@@ -607,8 +590,6 @@ async function runThroughput(env: Env) {
 
 // ---- gates, targets, summary ------------------------------------------------------------------------------
 
-type Check = { name: string; pass: boolean; value: unknown; want: string };
-
 function judge(doc: any, opts: Options) {
   const gates: Check[] = [];
   const targets: Check[] = [];
@@ -672,7 +653,7 @@ function judge(doc: any, opts: Options) {
 
 function summary(doc: any): string {
   const out: string[] = [];
-  const ms = (s: any) => (s ? `p50 ${s.p50} / p99 ${s.p99} ms` : "-");
+  const ms = p50p99;
   out.push(
     `agate concurrency benchmark (${doc.machine.cpus} CPUs, ${doc.options.workers} workers, client ${doc.options.client}, ${doc.elapsedS}s; ` +
       `load average ${doc.machine.loadAvgStart?.[0]} before, ${doc.machine.loadAvgEnd?.[0]} after)`,
@@ -712,12 +693,7 @@ function summary(doc: any): string {
         `(medians ${t.tunnelMedianMBps} / ${t.directMedianMBps} = ${t.medianRatio}×; gateway CPU per download user ${t.gatewayCpuSPerDownload.user}s sys ${t.gatewayCpuSPerDownload.sys}s)`,
     );
   }
-  out.push("\ngates:");
-  for (const c of doc.gates) out.push(`  ${c.pass ? "PASS" : "FAIL"}  ${c.name}${c.pass ? "" : `: got ${JSON.stringify(c.value)}; want ${c.want}`}`);
-  out.push("targets (reported, not gated):");
-  for (const c of doc.targets) out.push(`  ${c.pass ? "pass" : "miss"}  ${c.name}: ${c.value} (want ${c.want})`);
-  if (doc.error) out.push(`\nHARNESS ERROR: ${doc.error}`);
-  out.push(`\n${doc.pass ? "PASS" : "FAIL"}; JSON in ${doc.file}`);
+  out.push(...checkLines(doc, true), ...verdictLines(doc));
   return out.join("\n");
 }
 
@@ -726,39 +702,15 @@ function summary(doc: any): string {
 
 async function main() {
   const opts = parseOptions(process.argv.slice(2));
-  const started = Date.now();
-  const stamp = new Date(started).toISOString().replace(/[:.]/g, "-");
-  mkdirSync(opts.out, { recursive: true });
-  const file = join(opts.out, `concurrency-${stamp}.json`);
+  const { started, file } = resultFile(opts.out, "concurrency");
   const doc: any = {
-    benchmark: "concurrency",
-    startedAt: new Date(started).toISOString(),
-    revision: gitRev(),
-    machine: {
-      cpus: availableParallelism(),
-      memGiB: round(totalmem() / 2 ** 30, 1),
-      bun: Bun.version,
-      clkTck: CLK_TCK,
-      // other work on the box skews every figure: the load average before and after says how busy it was
-      loadAvgStart: loadavg().map((x) => round(x)),
-      nofile: Number(Bun.spawnSync(["sh", "-c", "ulimit -n"], { stdout: "pipe" }).stdout.toString().trim()) || null,
-    },
-    options: opts,
+    ...docHead("concurrency", started, machineInfo({}, { nofile: Number(Bun.spawnSync(["sh", "-c", "ulimit -n"], { stdout: "pipe" }).stdout.toString().trim()) || null }), opts),
     load: [],
     admission: null,
     throughput: null,
   };
   let harnessError: string | null = null;
-  let interrupted = false;
-  const onSignal = async () => {
-    if (interrupted) return;
-    interrupted = true;
-    log("interrupted: stopping children");
-    await cleanup();
-    process.exit(130);
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  onInterrupt(log, "interrupted: stopping children", cleanup);
   try {
     const pki = makeTestPki([HOST]);
     const base = { opts, pki };
@@ -770,18 +722,7 @@ async function main() {
   } finally {
     await cleanup();
   }
-  const { gates, targets } = judge(doc, opts);
-  doc.gates = gates;
-  doc.targets = targets;
-  doc.error = harnessError;
-  doc.pass = !harnessError && gates.every((g) => g.pass);
-  doc.elapsedS = round((Date.now() - started) / 1000, 1);
-  doc.machine.loadAvgEnd = loadavg().map((x) => round(x));
-  doc.file = file;
-  writeFileSync(file, JSON.stringify(doc, null, 2) + "\n");
-  process.stdout.write(JSON.stringify(doc, null, 2) + "\n");
-  process.stderr.write("\n" + summary(doc) + "\n");
-  process.exit(harnessError ? 3 : doc.pass ? 0 : 1);
+  finishRun(doc, { started, file, error: harnessError, ...judge(doc, opts), summary });
 }
 
 await main();

@@ -21,6 +21,9 @@ import type { Socket } from "bun";
 import { readFileSync } from "node:fs";
 import net from "node:net";
 import tls from "node:tls";
+import { emitLine as emit, stdinLines } from "./child-io";
+import { stats } from "./stats";
+import { closedDuring, concat, connectHead, headEnd, latin1, readHead } from "./tls-client";
 
 type Mode = "tunnel" | "direct" | "hold";
 type ClientKind = "bun" | "node";
@@ -98,9 +101,8 @@ function fail(msg: string): never {
 const opt = parseArgs(process.argv.slice(2));
 const CA = opt.ca ? readFileSync(opt.ca, "utf8") : "";
 const AUTHORITY = `${opt.host}:${opt.originPort}`;
-const CONNECT_HEAD = new TextEncoder().encode(`CONNECT ${AUTHORITY} HTTP/1.1\r\nHost: ${AUTHORITY}\r\nUser-Agent: agate-bench\r\n\r\n`);
+const CONNECT_HEAD = connectHead(AUTHORITY, "agate-bench");
 const enc = new TextEncoder();
-const emit = (o: Record<string, unknown>) => process.stdout.write(JSON.stringify(o) + "\n");
 
 // ---- per-connection state ---------------------------------------------------------------------------------
 
@@ -173,7 +175,7 @@ function onClosed(c: Conn, why: string) {
   if (c.phase === "closed") return;
   const was = c.phase;
   c.phase = "closed";
-  if (c.settle) return settleSetup(c, was === "connect" ? "tcp-connect" : was === "answer" ? "proxy-closed" : "tls-closed");
+  if (c.settle) return settleSetup(c, closedDuring(was));
   if (c.onResponse) {
     const r = c.onResponse;
     c.onResponse = null;
@@ -182,36 +184,18 @@ function onClosed(c: Conn, why: string) {
   if (was === "ready" && !closingAll) bump(`closed-while-waiting`);
 }
 
-function concat(a: Uint8Array | null, b: Uint8Array): Uint8Array {
-  if (!a) return b.slice();
-  const out = new Uint8Array(a.byteLength + b.byteLength);
-  out.set(a, 0);
-  out.set(b, a.byteLength);
-  return out;
-}
-
-function headEnd(b: Uint8Array): number {
-  for (let i = 3; i < b.byteLength; i++) if (b[i] === 10 && b[i - 1] === 13 && b[i - 2] === 10 && b[i - 3] === 13) return i + 1;
-  return -1;
-}
-
-const latin1 = new TextDecoder("latin1");
-
 /** The proxy's answer to CONNECT. Returns true when it is complete (status recorded). */
 function onAnswerBytes(c: Conn, data: Uint8Array): boolean {
-  const b = concat(c.buf, data);
-  const end = headEnd(b);
-  if (end < 0) {
-    c.buf = b;
-    if (b.byteLength > 16 * 1024) {
+  const h = readHead(c, data);
+  if (!h) {
+    if (c.buf!.byteLength > 16 * 1024) {
       c.buf = null;
       settleSetup(c, "proxy-bad-answer");
       c.close();
     }
     return false;
   }
-  c.buf = null;
-  const head = latin1.decode(b.subarray(0, end));
+  const head = h.head;
   const m = /^HTTP\/1\.[01] (\d{3})/.exec(head);
   c.status = m ? Number(m[1]) : -1;
   c.retryAfter = /\r\nretry-after:\s*\d+/i.test(head);
@@ -386,7 +370,7 @@ function openNode(c: Conn) {
   };
   s.on("data", onData);
   s.on("error", () => {
-    if (c.settle) settleSetup(c, c.phase === "connect" ? "tcp-connect" : c.phase === "answer" ? "proxy-closed" : "tls-closed");
+    if (c.settle) settleSetup(c, closedDuring(c.phase));
   });
   s.on("close", () => {
     if (c.phase !== "tls" && c.phase !== "ready" && c.phase !== "request") onClosed(c, "closed");
@@ -433,33 +417,16 @@ function request(c: Conn, n: number): Promise<number> {
   });
 }
 
-export function stats(xs: ArrayLike<number>) {
-  const a = Float64Array.from(xs).sort();
-  const q = (p: number) => (a.length ? a[Math.min(a.length - 1, Math.max(0, Math.ceil((p / 100) * a.length) - 1))]! : null);
-  let sum = 0;
-  for (const x of a) sum += x;
-  const r = (x: number | null) => (x === null ? null : Math.round(x * 1000) / 1000);
-  return { n: a.length, p50: r(q(50)), p90: r(q(90)), p99: r(q(99)), max: r(q(100)), mean: r(a.length ? sum / a.length : null) };
-}
-
 let closingAll = false;
 const lines: string[] = [];
 let lineWaiter = null as ((l: string) => void) | null;
 void (async () => {
-  const dec = new TextDecoder();
-  let rest = "";
-  for await (const chunk of Bun.stdin.stream()) {
-    rest += dec.decode(chunk, { stream: true });
-    let k;
-    while ((k = rest.indexOf("\n")) >= 0) {
-      const l = rest.slice(0, k).trim();
-      rest = rest.slice(k + 1);
-      if (lineWaiter) {
-        const w = lineWaiter;
-        lineWaiter = null;
-        w(l);
-      } else lines.push(l);
-    }
+  for await (const l of stdinLines()) {
+    if (lineWaiter) {
+      const w = lineWaiter;
+      lineWaiter = null;
+      w(l);
+    } else lines.push(l);
   }
   // stdin closed: the parent is gone; do not linger.
   if (lineWaiter) lineWaiter("close");

@@ -20,6 +20,7 @@
 import { readFileSync } from "node:fs";
 import { patternBytes } from "../../test/peers/tls-origin";
 import { artifactBytes, artifactEtag, sha256Hex } from "./artifact";
+import { stdinLines } from "./child-io";
 
 const MIB = 1024 * 1024;
 const MAX_STREAM_MB = 4096;
@@ -116,17 +117,9 @@ process.on("SIGTERM", stop);
 process.on("SIGINT", stop);
 // The parent holds our stdin open; when it goes away, so do we (no orphaned origin after a crashed run).
 void (async () => {
-  const dec = new TextDecoder();
-  let rest = "";
-  for await (const chunk of Bun.stdin.stream()) {
+  for await (const cmd of stdinLines()) {
     if (!ARTIFACTS) continue; // input is ignored
-    rest += dec.decode(chunk, { stream: true });
-    let k;
-    while ((k = rest.indexOf("\n")) >= 0) {
-      const cmd = rest.slice(0, k).trim();
-      rest = rest.slice(k + 1);
-      if (cmd === "stats") console.log(JSON.stringify({ ev: "stats", artifacts: Object.fromEntries(artifactCounts) }));
-    }
+    if (cmd === "stats") console.log(JSON.stringify({ ev: "stats", artifacts: Object.fromEntries(artifactCounts) }));
   }
   stop();
 })();

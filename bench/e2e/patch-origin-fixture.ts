@@ -15,6 +15,7 @@
 import { readFileSync } from "node:fs";
 import { startRangeOrigin, type RangeOrigin } from "../../test/peers/range-origin";
 import type { TestPki } from "../../test/peers/test-ca";
+import { emitLine as emit, stdinLines } from "./child-io";
 
 function arg(name: string): string {
   const i = process.argv.indexOf(name);
@@ -42,8 +43,6 @@ function count(o: RangeOrigin) {
   return { bytes: o.bytesSent(), requests: o.requests.length, ranged, byPath };
 }
 
-const emit = (o: Record<string, unknown>) => process.stdout.write(JSON.stringify(o) + "\n");
-
 function stop() {
   servers.https.stop();
   servers.http.stop();
@@ -53,25 +52,17 @@ process.on("SIGTERM", stop);
 
 emit({ ev: "listening", https: servers.https.port, http: servers.http.port, pid: process.pid });
 
-const dec = new TextDecoder();
-let rest = "";
-for await (const chunk of Bun.stdin.stream()) {
-  rest += dec.decode(chunk, { stream: true });
-  let k;
-  while ((k = rest.indexOf("\n")) >= 0) {
-    const line = rest.slice(0, k).trim();
-    rest = rest.slice(k + 1);
-    if (!line) continue;
-    try {
-      const c = JSON.parse(line);
-      if (c.cmd === "set") {
-        for (const s of Object.values(servers)) s.setFile(String(c.path), String(c.file), String(c.etag));
-        emit({ ev: "set" });
-      } else if (c.cmd === "stats") emit({ ev: "stats", https: count(servers.https), http: count(servers.http) });
-      else emit({ ev: "error", message: `unknown command ${JSON.stringify(c.cmd)}` });
-    } catch (e) {
-      emit({ ev: "error", message: String(e) });
-    }
+for await (const line of stdinLines()) {
+  if (!line) continue;
+  try {
+    const c = JSON.parse(line);
+    if (c.cmd === "set") {
+      for (const s of Object.values(servers)) s.setFile(String(c.path), String(c.file), String(c.etag));
+      emit({ ev: "set" });
+    } else if (c.cmd === "stats") emit({ ev: "stats", https: count(servers.https), http: count(servers.http) });
+    else emit({ ev: "error", message: `unknown command ${JSON.stringify(c.cmd)}` });
+  } catch (e) {
+    emit({ ev: "error", message: String(e) });
   }
 }
 stop();

@@ -20,7 +20,10 @@
  */
 import type { Socket } from "bun";
 import { readFileSync } from "node:fs";
+import { emitLine as emit } from "./child-io";
 import { isPatchBytes } from "./patch-bytes";
+import { cpuSince, errorTally, stats } from "./stats";
+import { connectHead, latin1, MAX_RESPONSE_HEAD_BYTES, closedDuring, readHead, settleOnce as settleSetup, tlsSocketHandlers, tunnelHandlers } from "./tls-client";
 
 function fail(msg: string): never {
   console.error(`patch-range-client: ${msg}`);
@@ -92,13 +95,9 @@ function parseArgs(argv: string[]) {
 const opt = parseArgs(process.argv.slice(2));
 const CA = opt.ca ? readFileSync(opt.ca, "utf8") : "";
 const enc = new TextEncoder();
-const latin1 = new TextDecoder("latin1");
 const CPU0 = process.cpuUsage();
-const emit = (o: Record<string, unknown>) => process.stdout.write(JSON.stringify(o) + "\n");
 
-const errors: Record<string, number> = {};
-const bump = (k: string) => (errors[k] = (errors[k] ?? 0) + 1);
-const errorCount = () => Object.values(errors).reduce((a, b) => a + b, 0);
+const { errors, bump, count: errorCount } = errorTally();
 
 // ---- random ranges ----------------------------------------------------------------------------------------
 
@@ -179,26 +178,6 @@ class ChunkReader {
   }
 }
 
-function concat(a: Uint8Array | null, b: Uint8Array): Uint8Array {
-  if (!a) return b.slice();
-  const out = new Uint8Array(a.byteLength + b.byteLength);
-  out.set(a, 0);
-  out.set(b, a.byteLength);
-  return out;
-}
-
-function headEnd(b: Uint8Array): number {
-  for (let i = 3; i < b.byteLength; i++) if (b[i] === 10 && b[i - 1] === 13 && b[i - 2] === 10 && b[i - 3] === 13) return i + 1;
-  return -1;
-}
-
-function settleSetup(c: Conn, err: string | null) {
-  const s = c.settle;
-  if (!s) return;
-  c.settle = null;
-  s(err);
-}
-
 function finishResponse(c: Conn, err: string | null) {
   const r = c.res;
   if (!r) return;
@@ -215,7 +194,7 @@ function finishResponse(c: Conn, err: string | null) {
 function onClosed(c: Conn) {
   const was = c.phase;
   c.phase = "closed";
-  if (c.settle) return settleSetup(c, was === "connect" ? "tcp-connect" : was === "answer" ? "proxy-closed" : "tls-closed");
+  if (c.settle) return settleSetup(c, closedDuring(was));
   if (c.res) finishResponse(c, "closed-mid-response");
 }
 
@@ -228,15 +207,12 @@ function onResponseBytes(c: Conn, data: Uint8Array) {
   if (!r.tFirstByte) r.tFirstByte = performance.now();
   let body = data;
   if (!r.headDone) {
-    const b = concat(c.buf, data);
-    const end = headEnd(b);
-    if (end < 0) {
-      c.buf = b;
-      if (b.byteLength > 64 * 1024) finishResponse(c, "response-head-too-long");
+    const h = readHead(c, data);
+    if (!h) {
+      if (c.buf!.byteLength > MAX_RESPONSE_HEAD_BYTES) finishResponse(c, "response-head-too-long");
       return;
     }
-    c.buf = null;
-    const head = latin1.decode(b.subarray(0, end));
+    const head = h.head;
     if (!/^HTTP\/1\.[01] 206 /.test(head)) return finishResponse(c, `response-${head.slice(9, 12)}`);
     const cl = /\r\ncontent-length:\s*(\d+)/i.exec(head);
     const chunked = /\r\ntransfer-encoding:\s*chunked/i.test(head);
@@ -247,7 +223,7 @@ function onResponseBytes(c: Conn, data: Uint8Array) {
     else if (Number(cl![1]) !== r.end - r.start + 1) return finishResponse(c, "response-wrong-length");
     if (/\r\nconnection:\s*close/i.test(head) || head.startsWith("HTTP/1.0")) c.closing = true;
     r.headDone = true;
-    body = b.subarray(end);
+    body = h.rest;
   }
   if (!body.byteLength) return;
   if (r.chunks) {
@@ -274,8 +250,8 @@ function takeBody(r: Resp, part: Uint8Array): string | null {
   return null;
 }
 
-const appHandlers = {
-  open(s: Socket<Conn>) {
+const appHandlers = tlsSocketHandlers<Conn>({
+  open(s) {
     const c = s.data;
     if (opt.scheme === "http") {
       // plain: the socket is ready as soon as it is open (the TLS variant settles in handshake)
@@ -284,75 +260,30 @@ const appHandlers = {
       settleSetup(c, null);
     }
   },
-  handshake(s: Socket<Conn>, ok: boolean, authErr: Error | null) {
-    const c = s.data;
-    if (!ok || authErr) {
-      bump(`tls-verify: ${authErr?.message ?? "failed"}`.slice(0, 80));
-      settleSetup(c, "tls-handshake");
-      s.terminate();
-      return;
-    }
+  secure(s, c) {
     c.sock = s;
     c.phase = "ready";
     settleSetup(c, null);
   },
-  data(s: Socket<Conn>, d: Uint8Array) {
+  data(s, d) {
     onResponseBytes(s.data, d);
   },
-  close(s: Socket<Conn>) {
-    onClosed(s.data);
-  },
-  end(s: Socket<Conn>) {
-    s.end();
-  },
-  error(_s: Socket<Conn>) {},
-  connectError(s: Socket<Conn>) {
-    settleSetup(s.data, "tcp-connect");
-  },
-};
+  settle: settleSetup,
+  onClosed,
+  bump,
+});
 
 const AUTHORITY = `${opt.host}:${opt.originPort}`;
-const CONNECT_HEAD = enc.encode(`CONNECT ${AUTHORITY} HTTP/1.1\r\nHost: ${AUTHORITY}\r\nUser-Agent: agate-bench-patch\r\n\r\n`);
+const CONNECT_HEAD = connectHead(AUTHORITY, "agate-bench-patch");
 
 /** cache + https: the plain socket until the CONNECT answer, then upgradeTLS. */
-const connectHandlers = {
-  open(s: Socket<Conn>) {
-    const c = s.data;
-    c.phase = "answer";
-    s.write(CONNECT_HEAD);
-  },
-  data(s: Socket<Conn>, d: Uint8Array) {
-    const c = s.data;
-    if (c.phase !== "answer") return;
-    const b = concat(c.buf, d);
-    const end = headEnd(b);
-    if (end < 0) {
-      c.buf = b;
-      if (b.byteLength > 16 * 1024) (settleSetup(c, "proxy-bad-answer"), s.terminate());
-      return;
-    }
-    c.buf = null;
-    const head = latin1.decode(b.subarray(0, end));
-    if (!/^HTTP\/1\.[01] 200/.test(head)) {
-      settleSetup(c, `proxy-status-${head.slice(9, 12)}`);
-      s.end();
-      return;
-    }
-    c.phase = "tls";
-    s.upgradeTLS<Conn>({ data: c, tls: { ca: CA, serverName: opt.host }, socket: appHandlers } as never);
-  },
-  close(s: Socket<Conn>) {
-    const c = s.data;
-    if (c.phase === "connect" || c.phase === "answer") onClosed(c);
-  },
-  end(s: Socket<Conn>) {
-    s.end();
-  },
-  error(_s: Socket<Conn>) {},
-  connectError(s: Socket<Conn>) {
-    settleSetup(s.data, "tcp-connect");
-  },
-};
+const connectHandlers = tunnelHandlers<Conn>({
+  head: () => CONNECT_HEAD,
+  tls: () => ({ ca: CA, serverName: opt.host }),
+  tlsHandlers: appHandlers,
+  settle: settleSetup,
+  onClosed,
+});
 
 let opened = 0;
 function open(): Promise<Conn | null> {
@@ -419,15 +350,6 @@ function get(c: Conn, start: number): Promise<{ ms: number; ttfbMs: number } | s
 
 // ---- the run ----------------------------------------------------------------------------------------------
 
-function stats(xs: ArrayLike<number>) {
-  const a = Float64Array.from(xs).sort();
-  const q = (p: number) => (a.length ? a[Math.min(a.length - 1, Math.max(0, Math.ceil((p / 100) * a.length) - 1))]! : null);
-  let sum = 0;
-  for (const x of a) sum += x;
-  const r = (x: number | null) => (x === null ? null : Math.round(x * 1000) / 1000);
-  return { n: a.length, p50: r(q(50)), p90: r(q(90)), p99: r(q(99)), max: r(q(100)), mean: r(a.length ? sum / a.length : null) };
-}
-
 const deadline = setTimeout(() => {
   emit({ ev: "error", message: `deadline of ${opt.deadlineS}s passed`, errors });
   process.exit(3);
@@ -469,7 +391,7 @@ try {
   };
   await Promise.all(Array.from({ length: Math.min(opt.concurrency, opt.requests) }, lane));
   const wallMs = performance.now() - t0;
-  const u = process.cpuUsage(CPU0);
+  const clientCpuS = cpuSince(CPU0);
   emit({
     ev: "done",
     via: opt.via,
@@ -488,7 +410,7 @@ try {
     ttfbMs: stats(ttfb),
     errors: { ...errors },
     errorCount: errorCount(),
-    clientCpuS: { user: Math.round(u.user / 1e4) / 100, sys: Math.round(u.system / 1e4) / 100 },
+    clientCpuS,
   });
 } catch (e) {
   emit({ ev: "error", message: String((e as Error)?.stack ?? e) });

@@ -42,11 +42,12 @@
  * e2e test's bound while serving a 1 GB file).
  */
 import { mkdirSync, mkdtempSync, rmSync, statfsSync, writeFileSync, readdirSync, readFileSync } from "node:fs";
-import { availableParallelism, loadavg, tmpdir, totalmem } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { ROOT, startGateway, type Gateway } from "../../test/peers/gateway";
 import { makeTestPki, type TestPki } from "../../test/peers/test-ca";
-import { type Child, type CpuTimes, CLK_TCK, cpuTimes, gitRev, median, ratio, round, rssKB, spawnChild, stopChildren } from "./children";
+import { type Child, type CpuTimes, CLK_TCK, cpuTimes, median, ratio, round, rssKB, spawnChild, stopChildren } from "./children";
+import { type Check, checkLines, docHead, finishRun, forEachFlag, machineInfo, makeLog, makeUsage, onInterrupt, resultFile, verdictLines } from "./harness";
 import { writePatchFile } from "./patch-bytes";
 
 const HOST = "download.windowsupdate.example";
@@ -84,15 +85,12 @@ type Options = {
   out: string;
 };
 
-function usage(msg?: string): never {
-  if (msg) console.error(`patch: ${msg}`);
-  console.error(
-    "usage: bun bench/e2e/patch.ts [--size-mb 1024] [--waiters 20] [--tries 3] [--fill-scheme https|http] [--sha-waiters 2]\n" +
-      "         [--range-requests 1000] [--range-concurrency 8] [--range-kb 1024] [--slice-mb 4]\n" +
-      "         [--skip-hit] [--skip-fill] [--skip-ranges] [--workers N] [--tmp DIR] [--out DIR]",
-  );
-  process.exit(2);
-}
+const usage: (msg?: string) => never = makeUsage(
+  "patch",
+  "usage: bun bench/e2e/patch.ts [--size-mb 1024] [--waiters 20] [--tries 3] [--fill-scheme https|http] [--sha-waiters 2]\n" +
+    "         [--range-requests 1000] [--range-concurrency 8] [--range-kb 1024] [--slice-mb 4]\n" +
+    "         [--skip-hit] [--skip-fill] [--skip-ranges] [--workers N] [--tmp DIR] [--out DIR]",
+);
 
 function parseOptions(argv: string[]): Options {
   const o: Options = {
@@ -112,15 +110,7 @@ function parseOptions(argv: string[]): Options {
     tmp: tmpdir(),
     out: join(ROOT, "bench/results"),
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const [flag, inline] = a.includes("=") ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)] : [a, undefined];
-    const v = () => inline ?? argv[++i] ?? usage(`${flag} needs a value`);
-    const int = (min: number, max: number) => {
-      const n = Number(v());
-      if (!Number.isInteger(n) || n < min || n > max) usage(`${flag}: expected an integer ${min}–${max}`);
-      return n;
-    };
+  forEachFlag(argv, usage, o, ({ flag, arg: a, value: v, int }) => {
     switch (flag) {
       case "--size-mb": o.sizeMb = int(1, 16_384); break;
       case "--waiters": o.waiters = int(1, 200); break;
@@ -139,16 +129,11 @@ function parseOptions(argv: string[]): Options {
       case "--skip-hit": o.hit = false; break;
       case "--skip-fill": o.fill = false; break;
       case "--skip-ranges": o.ranges = false; break;
-      case "--workers": o.workers = int(1, 64); break;
       case "--tmp": o.tmp = resolve(v()); break;
-      case "--out": o.out = resolve(v()); break;
-      case "--help":
-      case "-h":
-        usage();
       default:
         usage(`unknown argument ${a}`);
     }
-  }
+  });
   if (o.rangeKb * 1024 > o.sizeMb * MIB) usage("--range-kb is larger than the object (--size-mb)");
   o.shaWaiters = Math.min(o.shaWaiters, o.waiters);
   return o;
@@ -375,9 +360,7 @@ function way(env: Env, via: "cache" | "direct", scheme: Scheme, path: string): s
   return ["--resolve", `${HOST}:${env.ports[scheme]}:127.0.0.1`, ...(scheme === "https" ? ["--cacert", env.pki.caPath] : []), u];
 }
 
-function log(msg: string) {
-  process.stderr.write(`[patch ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
-}
+const log = makeLog("patch");
 
 // ---- phase: cache-hit throughput --------------------------------------------------------------------------
 
@@ -652,8 +635,6 @@ async function runRanges(env: Env) {
 
 // ---- gates, targets, summary ------------------------------------------------------------------------------
 
-type Check = { name: string; pass: boolean; value: unknown; want: string };
-
 function judge(doc: any, opts: Options) {
   const gates: Check[] = [];
   const targets: Check[] = [];
@@ -794,12 +775,7 @@ function summary(doc: any): string {
       );
     out.push(`  ${gwLine(r.gateway)}`);
   }
-  out.push("\ngates:");
-  for (const c of doc.gates) out.push(`  ${c.pass ? "PASS" : "FAIL"}  ${c.name}${c.pass ? "" : `: got ${JSON.stringify(c.value)}; want ${c.want}`}`);
-  out.push("targets (reported, not gated):");
-  for (const c of doc.targets) out.push(`  ${c.pass ? "pass" : "miss"}  ${c.name}: ${c.value} (want ${c.want})`);
-  if (doc.error) out.push(`\nHARNESS ERROR: ${doc.error}`);
-  out.push(`\n${doc.pass ? "PASS" : "FAIL"}; JSON in ${doc.file}`);
+  out.push(...checkLines(doc, true), ...verdictLines(doc));
   return out.join("\n");
 }
 
@@ -807,25 +783,11 @@ function summary(doc: any): string {
 
 async function main() {
   const opts = parseOptions(process.argv.slice(2));
-  const started = Date.now();
-  const stamp = new Date(started).toISOString().replace(/[:.]/g, "-");
-  mkdirSync(opts.out, { recursive: true });
-  const file = join(opts.out, `patch-${stamp}.json`);
+  const { started, file } = resultFile(opts.out, "patch");
   const size = opts.sizeMb * MIB;
   curlMaxS = Math.max(120, Math.ceil(opts.sizeMb * 0.3));
   const doc: any = {
-    benchmark: "patch",
-    startedAt: new Date(started).toISOString(),
-    revision: gitRev(),
-    machine: {
-      cpus: availableParallelism(),
-      memGiB: round(totalmem() / 2 ** 30, 1),
-      bun: Bun.version,
-      curl: Bun.spawnSync(["curl", "--version"], { stdout: "pipe" }).stdout.toString().split("\n")[0] ?? null,
-      clkTck: CLK_TCK,
-      loadAvgStart: loadavg().map((x) => round(x)),
-    },
-    options: opts,
+    ...docHead("patch", started, machineInfo({ curl: Bun.spawnSync(["curl", "--version"], { stdout: "pipe" }).stdout.toString().split("\n")[0] ?? null }), opts),
     files: null,
     hit: null,
     fill: null,
@@ -845,16 +807,7 @@ async function main() {
     if (work) rmSync(work, { recursive: true, force: true });
     if (pki) rmSync(pki.dir, { recursive: true, force: true });
   };
-  let interrupted = false;
-  const onSignal = async () => {
-    if (interrupted) return;
-    interrupted = true;
-    log("interrupted: stopping children and removing the temp dir");
-    await cleanup();
-    process.exit(130);
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  onInterrupt(log, "interrupted: stopping children and removing the temp dir", cleanup);
   try {
     // origin files (2 × size) + the patch volume's copies (up to 3 × size) + slack
     const need = 5 * size + 512 * MIB;
@@ -911,18 +864,7 @@ async function main() {
   } finally {
     await cleanup();
   }
-  const { gates, targets } = judge(doc, opts);
-  doc.gates = gates;
-  doc.targets = targets;
-  doc.error = harnessError;
-  doc.pass = !harnessError && gates.every((g) => g.pass);
-  doc.elapsedS = round((Date.now() - started) / 1000, 1);
-  doc.machine.loadAvgEnd = loadavg().map((x) => round(x));
-  doc.file = file;
-  writeFileSync(file, JSON.stringify(doc, null, 2) + "\n");
-  process.stdout.write(JSON.stringify(doc, null, 2) + "\n");
-  process.stderr.write("\n" + summary(doc) + "\n");
-  process.exit(harnessError ? 3 : doc.pass ? 0 : 1);
+  finishRun(doc, { started, file, error: harnessError, ...judge(doc, opts), summary });
 }
 
 await main();

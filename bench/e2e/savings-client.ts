@@ -22,6 +22,9 @@
  */
 import type { Socket } from "bun";
 import { readFileSync } from "node:fs";
+import { emitLine } from "./child-io";
+import { cpuSince, errorTally, stats } from "./stats";
+import { connectHead as connectRequest, MAX_RESPONSE_HEAD_BYTES, closedDuring, readHead, settleOnce as settleSetup, tlsSocketHandlers, tunnelHandlers } from "./tls-client";
 
 type Mode = "fetch" | "stampede" | "handshake";
 type Via = "cache" | "direct";
@@ -101,17 +104,12 @@ function parseArgs(argv: string[]) {
 const opt = parseArgs(process.argv.slice(2));
 const CA = readFileSync(opt.ca, "utf8");
 const enc = new TextEncoder();
-const latin1 = new TextDecoder("latin1");
 const emit = (o: Record<string, unknown>) => {
-  if (o.ev === "done") {
-    const u = process.cpuUsage(CPU0); // the run's CPU, without start-up
-    o.clientCpuS = { user: Math.round(u.user / 1e4) / 100, sys: Math.round(u.system / 1e4) / 100 };
-  }
-  process.stdout.write(JSON.stringify(o) + "\n");
+  if (o.ev === "done") o.clientCpuS = cpuSince(CPU0); // the run's CPU, without start-up
+  emitLine(o);
 };
 
-const errors: Record<string, number> = {};
-const bump = (k: string) => (errors[k] = (errors[k] ?? 0) + 1);
+const { errors, bump, count: errorCount } = errorTally();
 
 const hostFor = (i: number) => (opt.hostPattern ? opt.hostPattern.replace("{n}", String(opt.hostStart + i).padStart(4, "0")) : opt.host);
 
@@ -145,26 +143,6 @@ type Resp = {
   done: (err: string | null) => void;
 };
 
-function concat(a: Uint8Array | null, b: Uint8Array): Uint8Array {
-  if (!a) return b.slice();
-  const out = new Uint8Array(a.byteLength + b.byteLength);
-  out.set(a, 0);
-  out.set(b, a.byteLength);
-  return out;
-}
-
-function headEnd(b: Uint8Array): number {
-  for (let i = 3; i < b.byteLength; i++) if (b[i] === 10 && b[i - 1] === 13 && b[i - 2] === 10 && b[i - 3] === 13) return i + 1;
-  return -1;
-}
-
-function settleSetup(c: Conn, err: string | null) {
-  const s = c.settle;
-  if (!s) return;
-  c.settle = null;
-  s(err);
-}
-
 function finishResponse(c: Conn, err: string | null) {
   const r = c.res;
   if (!r) return;
@@ -183,7 +161,7 @@ function onClosed(c: Conn) {
   if (c.phase === "closed" && !c.settle && !c.res) return;
   const was = c.phase;
   c.phase = "closed";
-  if (c.settle) return settleSetup(c, was === "connect" ? "tcp-connect" : was === "answer" ? "proxy-closed" : "tls-closed");
+  if (c.settle) return settleSetup(c, closedDuring(was));
   if (c.res) finishResponse(c, "closed-mid-response");
 }
 
@@ -197,22 +175,19 @@ function onResponseBytes(c: Conn, data: Uint8Array) {
   if (!r.tFirstByte) r.tFirstByte = performance.now();
   let body = data;
   if (!r.headDone) {
-    const b = concat(c.buf, data);
-    const end = headEnd(b);
-    if (end < 0) {
-      c.buf = b;
-      if (b.byteLength > 64 * 1024) finishResponse(c, "response-head-too-long");
+    const h = readHead(c, data);
+    if (!h) {
+      if (c.buf!.byteLength > MAX_RESPONSE_HEAD_BYTES) finishResponse(c, "response-head-too-long");
       return;
     }
-    c.buf = null;
-    const head = latin1.decode(b.subarray(0, end));
+    const head = h.head;
     if (!head.startsWith("HTTP/1.1 200")) return finishResponse(c, `response-${head.slice(9, 12)}`);
     const cl = /\r\ncontent-length:\s*(\d+)/i.exec(head);
     if (!cl) return finishResponse(c, "response-no-content-length");
     r.need = Number(cl[1]);
     if (r.need !== opt.expectSize) return finishResponse(c, "response-wrong-size");
     r.headDone = true;
-    body = b.subarray(end);
+    body = h.rest;
   }
   if (!body.byteLength) {
     if (r.got === r.need) checkBody(c, r);
@@ -230,92 +205,48 @@ function checkBody(c: Conn, r: Resp) {
 
 // ---- Bun sockets: handlers at module scope, state on socket.data ------------------------------------------
 
-const tlsHandlers = {
-  open(s: Socket<Conn>) {
+const tlsHandlers = tlsSocketHandlers<Conn>({
+  open(s) {
     if (!s.data.tTcp) s.data.tTcp = performance.now(); // direct: TCP is up, the handshake starts
   },
-  handshake(s: Socket<Conn>, ok: boolean, authErr: Error | null) {
-    const c = s.data;
-    if (!ok || authErr) {
-      bump(`tls-verify: ${authErr?.message ?? "failed"}`.slice(0, 80));
-      settleSetup(c, "tls-handshake");
-      s.terminate();
-      return;
-    }
+  secure(s, c) {
     c.tSecure = performance.now();
     c.tls = s;
     c.phase = "ready";
     settleSetup(c, null);
   },
-  data(s: Socket<Conn>, d: Uint8Array) {
+  data(s, d) {
     onResponseBytes(s.data, d);
   },
-  close(s: Socket<Conn>) {
-    onClosed(s.data);
-  },
-  end(s: Socket<Conn>) {
-    s.end();
-  },
-  error(_s: Socket<Conn>) {
-    // the close that follows is what counts
-  },
-  connectError(s: Socket<Conn>) {
-    settleSetup(s.data, "tcp-connect");
-  },
-};
+  settle: settleSetup,
+  onClosed,
+  bump,
+});
 
 const CONNECT_HEADS = new Map<string, Uint8Array>();
 function connectHead(host: string) {
   let h = CONNECT_HEADS.get(host);
   if (!h) {
-    const authority = `${host}:${opt.originPort}`;
-    h = enc.encode(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\nUser-Agent: agate-bench-savings\r\n\r\n`);
+    h = connectRequest(`${host}:${opt.originPort}`, "agate-bench-savings");
     if (CONNECT_HEADS.size < 10_000) CONNECT_HEADS.set(host, h);
   }
   return h;
 }
 
-const plainHandlers = {
-  open(s: Socket<Conn>) {
-    const c = s.data;
+const plainHandlers = tunnelHandlers<Conn>({
+  head: (c) => connectHead(c.host),
+  tls: (c) => ({ ca: CA, serverName: c.host }),
+  tlsHandlers,
+  settle: settleSetup,
+  onClosed,
+  onOpen(s, c) {
     c.tTcp = performance.now();
     c.raw = s;
-    c.phase = "answer";
-    s.write(connectHead(c.host));
   },
-  data(s: Socket<Conn>, d: Uint8Array) {
-    const c = s.data;
-    if (c.phase !== "answer") return;
-    const b = concat(c.buf, d);
-    const end = headEnd(b);
-    if (end < 0) {
-      c.buf = b;
-      if (b.byteLength > 16 * 1024) (settleSetup(c, "proxy-bad-answer"), s.terminate());
-      return;
-    }
-    c.buf = null;
-    const head = latin1.decode(b.subarray(0, end));
+  onAnswer(c) {
     c.tAnswer = performance.now();
-    if (!head.startsWith("HTTP/1.1 200") && !head.startsWith("HTTP/1.0 200")) {
-      settleSetup(c, `proxy-status-${head.slice(9, 12)}`);
-      s.end();
-      return;
-    }
-    c.phase = "tls";
-    s.upgradeTLS<Conn>({ data: c, tls: { ca: CA, serverName: c.host }, socket: tlsHandlers } as never);
   },
-  close(s: Socket<Conn>) {
-    const c = s.data;
-    if (c.phase === "connect" || c.phase === "answer") onClosed(c);
-  },
-  end(s: Socket<Conn>) {
-    s.end();
-  },
-  error(_s: Socket<Conn>) {},
-  connectError(s: Socket<Conn>) {
-    settleSetup(s.data, "tcp-connect");
-  },
-};
+});
 
 function open(host: string): Promise<{ c: Conn; err: string | null }> {
   const c: Conn = { host, phase: "connect", t0: performance.now(), tTcp: 0, tAnswer: 0, tSecure: 0, buf: null, tls: null, raw: null, settle: null, res: null };
@@ -377,15 +308,6 @@ function get(c: Conn, close: boolean): Promise<{ ms: number; ttfbMs: number } | 
 
 // ---- statistics -------------------------------------------------------------------------------------------
 
-function stats(xs: ArrayLike<number>) {
-  const a = Float64Array.from(xs).sort();
-  const q = (p: number) => (a.length ? a[Math.min(a.length - 1, Math.max(0, Math.ceil((p / 100) * a.length) - 1))]! : null);
-  let sum = 0;
-  for (const x of a) sum += x;
-  const r = (x: number | null) => (x === null ? null : Math.round(x * 1000) / 1000);
-  return { n: a.length, p50: r(q(50)), p90: r(q(90)), p99: r(q(99)), max: r(q(100)), mean: r(a.length ? sum / a.length : null) };
-}
-
 const setupFigures = (cs: Conn[]) => ({
   tcpMs: stats(cs.map((c) => c.tTcp - c.t0)),
   connectAnswerMs: opt.via === "cache" ? stats(cs.map((c) => c.tAnswer - c.tTcp)) : null,
@@ -393,7 +315,6 @@ const setupFigures = (cs: Conn[]) => ({
   setupMs: stats(cs.map((c) => c.tSecure - c.t0)),
 });
 
-const errorCount = () => Object.values(errors).reduce((a, b) => a + b, 0);
 
 // ---- the modes --------------------------------------------------------------------------------------------
 

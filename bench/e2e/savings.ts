@@ -43,13 +43,14 @@
  * Target (reported pass/miss, not gated): cache/fresh requests/s ≥ 0.75× direct/fresh (a TLS-terminating C
  * proxy manages 0.38× on the reference machine); the keep-alive ratio is reported against the same bar.
  */
-import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
-import { availableParallelism, loadavg, totalmem } from "node:os";
-import { join, resolve } from "node:path";
+import { readdirSync, writeFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
+import { join } from "node:path";
 import { ROOT, startGateway, type Gateway } from "../../test/peers/gateway";
 import { makeTestPki, type TestPki } from "../../test/peers/test-ca";
 import { MANIFEST_BYTES, artifactBytes, sha256Hex } from "./artifact";
-import { type Child, type CpuTimes, CLK_TCK, cpuTimes, gitRev, median, ratio, round, rssKB, spawnChild, stopChildren } from "./children";
+import { type Child, type CpuTimes, cpuTimes, median, ratio, round, rssKB, spawnChild, stopChildren } from "./children";
+import { type Check, checkLines, docHead, finishRun, forEachFlag, machineInfo, makeLog, makeUsage, onInterrupt, p50p99, resultFile, verdictLines } from "./harness";
 
 const HOST = "qagpublic.qg1.apps.qualys.com";
 const POD = "qg1.apps.qualys.com";
@@ -81,15 +82,12 @@ type Options = {
   out: string;
 };
 
-function usage(msg?: string): never {
-  if (msg) console.error(`savings: ${msg}`);
-  console.error(
-    "usage: bun bench/e2e/savings.ts [--agents 1000] [--concurrency 50] [--keepalive 10] [--rounds 3] [--size BYTES]\n" +
-      "         [--stampede 500 | --skip-stampede] [--stampede-delay-ms 1000] [--mint-hosts 500] [--handshakes 2000] [--skip-handshakes]\n" +
-      "         [--small-bytes 4096 | --skip-breakdown] [--verify sha256|size] [--workers N] [--out DIR]",
-  );
-  process.exit(2);
-}
+const usage: (msg?: string) => never = makeUsage(
+  "savings",
+  "usage: bun bench/e2e/savings.ts [--agents 1000] [--concurrency 50] [--keepalive 10] [--rounds 3] [--size BYTES]\n" +
+    "         [--stampede 500 | --skip-stampede] [--stampede-delay-ms 1000] [--mint-hosts 500] [--handshakes 2000] [--skip-handshakes]\n" +
+    "         [--small-bytes 4096 | --skip-breakdown] [--verify sha256|size] [--workers N] [--out DIR]",
+);
 
 function parseOptions(argv: string[]): Options {
   const o: Options = {
@@ -109,15 +107,7 @@ function parseOptions(argv: string[]): Options {
     workers: availableParallelism(),
     out: join(ROOT, "bench/results"),
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const [flag, inline] = a.includes("=") ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)] : [a, undefined];
-    const v = () => inline ?? argv[++i] ?? usage(`${flag} needs a value`);
-    const int = (min: number, max: number) => {
-      const n = Number(v());
-      if (!Number.isInteger(n) || n < min || n > max) usage(`${flag}: expected an integer ${min}–${max}`);
-      return n;
-    };
+  forEachFlag(argv, usage, o, ({ flag, arg: a, value: v, int }) => {
     switch (flag) {
       case "--agents": o.agents = int(1, 100_000); break;
       case "--concurrency": o.concurrency = int(1, 2000); break;
@@ -138,21 +128,14 @@ function parseOptions(argv: string[]): Options {
         o.verify = x;
         break;
       }
-      case "--workers": o.workers = int(1, 64); break;
-      case "--out": o.out = resolve(v()); break;
-      case "--help":
-      case "-h":
-        usage();
       default:
         usage(`unknown argument ${a}`);
     }
-  }
+  });
   return o;
 }
 
-function log(msg: string) {
-  process.stderr.write(`[savings ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
-}
+const log = makeLog("savings");
 
 // ---- the run's fixtures -----------------------------------------------------------------------------------
 
@@ -511,8 +494,6 @@ async function runHandshakes(env: Env) {
 
 // ---- gates, targets, summary ------------------------------------------------------------------------------
 
-type Check = { name: string; pass: boolean; value: unknown; want: string };
-
 function judge(doc: any) {
   const gates: Check[] = [];
   const targets: Check[] = [];
@@ -588,7 +569,7 @@ function judge(doc: any) {
 function summary(doc: any): string {
   const out: string[] = [];
   const o = doc.options;
-  const ms = (s: any) => (s ? `p50 ${s.p50} / p99 ${s.p99} ms` : "-");
+  const ms = p50p99;
   const ms1 = (s: any) => (s && s.p50 !== null ? `${round(s.p50, 1)} / ${round(s.p99, 1)}` : "-");
   out.push(
     `agate savings benchmark (${doc.machine.cpus} CPUs, ${o.workers} workers, ${o.agents} agents × ${round(o.size / 1e6, 2)} MB, ${o.concurrency} at a time, ` +
@@ -639,13 +620,9 @@ function summary(doc: any): string {
     if (h.mint) out.push(`\nleaf minting: ${h.mint.mintsPerSecond} first handshakes/s for new hosts (${h.mint.handshakesOk} hosts, ${h.mint.leafFilesWritten} leaves written), handshake ${ms(h.mint.handshakeMs)}, gateway ${h.mint.gatewayCpuMsPer} ms CPU each`);
     if (h.repeat) out.push(`handshakes, known host: ${h.repeat.handshakesPerSecond}/s through the cache port (${ms(h.repeat.handshakeMs)}, gateway ${h.repeat.gatewayCpuMsPer} ms CPU each) vs ${h.direct?.handshakesPerSecond}/s straight to the origin (${h.ratio}×)`);
   }
-  out.push("\ngates:");
-  for (const c of doc.gates) out.push(`  ${c.pass ? "PASS" : "FAIL"}  ${c.name}${c.pass ? "" : `: got ${JSON.stringify(c.value)}; want ${c.want}`}`);
-  out.push("targets (reported, not gated):");
-  for (const c of doc.targets) out.push(`  ${c.pass ? "pass" : "miss"}  ${c.name}: ${c.value}`);
+  out.push(...checkLines(doc, false));
   if (doc.gatewayAtEnd) out.push(`gateway counters at the end: errors ${JSON.stringify(doc.gatewayAtEnd.errors)}, refusals ${JSON.stringify(doc.gatewayAtEnd.refusals)}`);
-  if (doc.error) out.push(`\nHARNESS ERROR: ${doc.error}`);
-  out.push(`\n${doc.pass ? "PASS" : "FAIL"}; JSON in ${doc.file}`);
+  out.push(...verdictLines(doc));
   return out.join("\n");
 }
 
@@ -653,22 +630,9 @@ function summary(doc: any): string {
 
 async function main() {
   const opts = parseOptions(process.argv.slice(2));
-  const started = Date.now();
-  const stamp = new Date(started).toISOString().replace(/[:.]/g, "-");
-  mkdirSync(opts.out, { recursive: true });
-  const file = join(opts.out, `savings-${stamp}.json`);
+  const { started, file } = resultFile(opts.out, "savings");
   const doc: any = {
-    benchmark: "savings",
-    startedAt: new Date(started).toISOString(),
-    revision: gitRev(),
-    machine: {
-      cpus: availableParallelism(),
-      memGiB: round(totalmem() / 2 ** 30, 1),
-      bun: Bun.version,
-      clkTck: CLK_TCK,
-      loadAvgStart: loadavg().map((x) => round(x)),
-    },
-    options: opts,
+    ...docHead("savings", started, machineInfo(), opts),
     fetch: null,
     breakdown: null,
     stampede: null,
@@ -676,21 +640,12 @@ async function main() {
   };
   let harnessError: string | null = null;
   let gw: Gateway | null = null;
-  let interrupted = false;
   const cleanup = async () => {
     await stopChildren();
     if (gw) await gw.stop();
     gw = null;
   };
-  const onSignal = async () => {
-    if (interrupted) return;
-    interrupted = true;
-    log("interrupted: stopping children");
-    await cleanup();
-    process.exit(130);
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  onInterrupt(log, "interrupted: stopping children", cleanup);
   try {
     // A wildcard SAN covers the mint phase's h0001… names at the origin (openssl accepts *.pod in a SAN).
     const pki = makeTestPki([HOST, `*.${POD}`]);
@@ -733,18 +688,7 @@ async function main() {
   } finally {
     await cleanup();
   }
-  const { gates, targets } = judge(doc);
-  doc.gates = gates;
-  doc.targets = targets;
-  doc.error = harnessError;
-  doc.pass = !harnessError && gates.length > 0 && gates.every((g) => g.pass);
-  doc.elapsedS = round((Date.now() - started) / 1000, 1);
-  doc.machine.loadAvgEnd = loadavg().map((x) => round(x));
-  doc.file = file;
-  writeFileSync(file, JSON.stringify(doc, null, 2) + "\n");
-  process.stdout.write(JSON.stringify(doc, null, 2) + "\n");
-  process.stderr.write("\n" + summary(doc) + "\n");
-  process.exit(harnessError ? 3 : doc.pass ? 0 : 1);
+  finishRun(doc, { started, file, error: harnessError, ...judge(doc), needGates: true, summary });
 }
 
 await main();
