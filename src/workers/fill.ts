@@ -123,12 +123,13 @@ export async function serveCacheable(req: HttpRequest, res: Responder, session: 
   // Patch mode: vendors' files (any host) go to the sliced store on the patch volume.
   if (req.verdict.rule === "patch-any" && patchReady() && (await servePatch(req, res)) === "done") return;
   const pkey = primaryKey(req.method, req.url);
+  let validated = false; // a 304 just confirmed the stored response: serve it even if it is stale on arrival (max-age=0)
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
     const now = Date.now();
     const entry = s.lookup(pkey, req.headers);
     let stale: Entry | null = null;
     if (entry) {
-      const phase = lookupPhase(toStored(entry), req.headers, now, defaults);
+      const phase = validated ? { phase: "fresh" as const } : lookupPhase(toStored(entry), req.headers, now, defaults);
       if (phase.phase === "fresh" || phase.phase === "stale-ok") {
         if (phase.phase === "stale-ok") counters.stale_served++;
         if (await serveEntry(s, entry, req, res)) return;
@@ -140,6 +141,11 @@ export async function serveCacheable(req: HttpRequest, res: Responder, session: 
       return res.error(504, `not in the cache (only-if-cached): ${req.url}`);
     }
     const claim = s.claimFill(pkey);
+    if (claim.role === "filler" && claim.fill.replaced === "done" && !stale) {
+      // Stored between our lookup and our claim: look again instead of fetching it twice.
+      claim.fill.fail("superseded");
+      continue;
+    }
     let tail: FillTail;
     if (claim.role === "filler") {
       counters.misses++;
@@ -156,6 +162,7 @@ export async function serveCacheable(req: HttpRequest, res: Responder, session: 
     }
     const r = await streamTail(tail, req, res);
     if (r === "done") return;
+    if (r === "revalidated") validated = true;
     // retry: a revalidation updated the entry, or the fill failed before any byte reached the agent
   }
   return session.passThrough(req, res, null);
@@ -197,7 +204,7 @@ async function serveEntry(s: Store, entry: Entry, req: HttpRequest, res: Respond
 }
 
 /** Stream a fill to one agent. "retry" when nothing was sent yet and the caller should look again. */
-async function streamTail(tail: FillTail, req: HttpRequest, res: Responder): Promise<"done" | "retry"> {
+async function streamTail(tail: FillTail, req: HttpRequest, res: Responder): Promise<"done" | "retry" | "revalidated"> {
   let head;
   try {
     head = await tail.head();
@@ -205,7 +212,8 @@ async function streamTail(tail: FillTail, req: HttpRequest, res: Responder): Pro
     tail.close();
     const msg = (e as Error).message;
     // A revalidation that freshened the entry, or a filler that died: look again. Anything else is the answer.
-    if (/revalidated/.test(msg) || (e as ProxyError).code === "PX_FILL_STALE") return "retry";
+    if (/revalidated/.test(msg)) return "revalidated";
+    if (/superseded/.test(msg) || (e as ProxyError).code === "PX_FILL_STALE") return "retry";
     res.error(502, msg.replace(/^.*?: /, ""));
     return "done";
   }

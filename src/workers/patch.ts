@@ -140,6 +140,10 @@ async function getMeta(s: Store, url: string, req: HttpRequest): Promise<Meta | 
       }
     }
     const claim = s.claimFill(metaKey(url));
+    if (claim.role === "filler" && claim.fill.replaced === "done" && !stale) {
+      claim.fill.fail("superseded"); // stored between our lookup and our claim: look again
+      continue;
+    }
     if (claim.role === "filler") void runMetaFill(s, claim.fill, url, req, stale);
     const w = claim.role === "filler" ? s.claimFill(metaKey(url)) : claim;
     if (w.role !== "waiter") throw new ProxyError("PX_INTERNAL", "internal", "meta fill claimed twice");
@@ -152,7 +156,7 @@ async function getMeta(s: Store, url: string, req: HttpRequest): Promise<Meta | 
     } catch (e) {
       const msg = (e as Error).message;
       if (/fallback/.test(msg)) return "fallback";
-      if (/revalidated|PX_FILL_STALE/.test(msg) || (e as ProxyError).code === "PX_FILL_STALE") continue;
+      if (/revalidated|superseded|PX_FILL_STALE/.test(msg) || (e as ProxyError).code === "PX_FILL_STALE") continue;
       throw new ProxyError("PX_UPSTREAM_UNREACHABLE", "upstream", msg.replace(/^.*?: /, ""));
     } finally {
       tail.close();
@@ -315,6 +319,11 @@ async function* sliceBytesOf(s: Store, meta: Meta, i: number, req: HttpRequest, 
       s.delete(key); // the index named a file that is gone
     }
     const claim = s.claimFill(key);
+    if (claim.role === "filler" && claim.fill.replaced === "done") {
+      // The slice was stored between our lookup and our claim: look again instead of fetching it twice.
+      claim.fill.fail("superseded");
+      continue;
+    }
     if (claim.role === "filler") {
       counters.slice_misses++;
       void runSliceFill(s, claim.fill, meta, i, req);
@@ -332,7 +341,8 @@ async function* sliceBytesOf(s: Store, meta: Meta, i: number, req: HttpRequest, 
       }
       return;
     } catch (e) {
-      if ((e as ProxyError).code === "PX_FILL_STALE" && tail.received === 0) continue; // its filler died: take over
+      // its filler died (take over), or a claim that found the slice already stored gave way: look again
+      if (((e as ProxyError).code === "PX_FILL_STALE" || /superseded/.test((e as Error).message)) && tail.received === 0) continue;
       throw e;
     } finally {
       tail.close();

@@ -28,9 +28,14 @@ beforeAll(() => {
     },
     "/short-lived": (req) => {
       const inm = req.headers.get("if-none-match");
-      if (inm === `"v${version}"`) return new Response(null, { status: 304, headers: { etag: `"v${version}"`, "cache-control": "max-age=1", "x-revalidated": "yes" } });
-      return new Response(`version ${version}\n`, { headers: { "cache-control": "max-age=1", etag: `"v${version}"` } });
+      // max-age=2: ages are whole seconds and Date has a 1 s grain, so 1 s could already be stale on arrival
+      if (inm === `"v${version}"`) return new Response(null, { status: 304, headers: { etag: `"v${version}"`, "cache-control": "max-age=2", "x-revalidated": "yes" } });
+      return new Response(`version ${version}\n`, { headers: { "cache-control": "max-age=2", etag: `"v${version}"` } });
     },
+    "/always-revalidate": (req) =>
+      req.headers.get("if-none-match") === '"ar1"'
+        ? new Response(null, { status: 304, headers: { etag: '"ar1"', "cache-control": "max-age=0, must-revalidate" } })
+        : new Response("big manifest\n".repeat(1000), { headers: { etag: '"ar1"', "cache-control": "max-age=0, must-revalidate" } }),
     "/no-store": () => new Response("secret\n", { headers: { "cache-control": "no-store" } }),
     "/vary": (req) => new Response(`lang ${req.headers.get("accept-language")}\n`, { headers: { "cache-control": "max-age=600", vary: "Accept-Language" } }),
     "/head-me": () => new Response("0123456789", { headers: { "cache-control": "max-age=600", etag: '"h"' } }),
@@ -95,7 +100,7 @@ describe("a running cache", () => {
   test("a stale entry revalidates with If-None-Match and the origin's 304 freshens it", async () => {
     version = 1;
     expect((await get("/short-lived")).stdout).toBe("version 1\n");
-    await Bun.sleep(2100); // max-age=1, ages are whole seconds
+    await Bun.sleep(3100); // past max-age=2
     const before = origin.requests.filter((r) => r.path === "/short-lived").length;
     expect((await get("/short-lived")).stdout).toBe("version 1\n");
     const reqs = origin.requests.filter((r) => r.path === "/short-lived");
@@ -103,8 +108,16 @@ describe("a running cache", () => {
     expect(reqs.at(-1)!.headers["if-none-match"]).toBe('"v1"');
     // a changed object after it goes stale again is fetched whole
     version = 2;
-    await Bun.sleep(2100);
+    await Bun.sleep(3100);
     expect((await get("/short-lived")).stdout).toBe("version 2\n");
+  });
+
+  test("max-age=0, must-revalidate: every request costs one conditional request and a 304, not a download", async () => {
+    expect((await get("/always-revalidate")).stdout.length).toBe(13_000);
+    for (let i = 0; i < 3; i++) expect((await get("/always-revalidate")).stdout.length).toBe(13_000);
+    const reqs = origin.requests.filter((r) => r.path === "/always-revalidate");
+    expect(reqs.length).toBe(4);
+    expect(reqs.slice(1).every((r) => r.headers["if-none-match"] === '"ar1"')).toBe(true);
   });
 
   test("no-store is never stored", async () => {
