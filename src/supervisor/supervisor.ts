@@ -10,7 +10,7 @@ import { type Config, parseConfig } from "../core/config";
 import { ConfigError } from "../core/errors";
 import { BucketSeries, UniqueWindow } from "../core/stats-window";
 import { Pool } from "./pool";
-import type { WorkerCounters, WorkerToSupervisor } from "../workers/protocol";
+import { type WorkerCounters, type WorkerToSupervisor, emptyCounters } from "../workers/protocol";
 import { log, setLogSink } from "../workers/log";
 import { startAdminServer, type AdminServer } from "../admin/server";
 import { loadActiveCa, type CaPems } from "../store/ca-store";
@@ -77,15 +77,6 @@ export type StatsReport = {
   cache_objects: ObjectReport[];
 };
 
-const emptyCounters = (): WorkerCounters => ({
-  activeTunnels: 0,
-  totalTunnels: 0,
-  activeConnections: 0,
-  bytesUp: 0,
-  bytesDown: 0,
-  refusals: {},
-  errors: {},
-});
 
 function addCounters(into: WorkerCounters, c: WorkerCounters, withActive: boolean) {
   if (withActive) {

@@ -19,7 +19,7 @@ import { ESTABLISHED, makeErrorResponse, makeResponse } from "../core/http1/seri
 import { compilePolicy, decide, decideClient, type Policy } from "../core/policy";
 import { peekClientHello } from "../core/tls-peek";
 import { log } from "./log";
-import type { WorkerCounters } from "./protocol";
+import { emptyCounters } from "./protocol";
 import { type PipeEnd, makePipeEnd, onPipeDrain, onPipeEnd, pipeWrite } from "./tunnel";
 import { type OriginConn, dialTarget, onHandshakeClose, onHandshakeData } from "./upstream";
 import { concat } from "../core/bytes";
@@ -59,15 +59,7 @@ export const rt = {
   conns: new Set<Socket<ClientConn>>(),
   proxyIps: new Set<string>(),
   cacheIps: new Set<string>(),
-  counters: {
-    activeTunnels: 0,
-    totalTunnels: 0,
-    activeConnections: 0,
-    bytesUp: 0,
-    bytesDown: 0,
-    refusals: {},
-    errors: {},
-  } as WorkerCounters,
+  counters: emptyCounters(),
   /** the cache port's TLS interception entry point, installed by worker.ts when cache mode is on */
   onIntercept: null as null | ((sock: Socket<ClientConn>, early: Uint8Array | null) => void),
 };

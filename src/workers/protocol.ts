@@ -24,6 +24,16 @@ export type WorkerCounters = {
   patch?: Record<string, number | Record<string, { fetched: number; served: number }>>;
 };
 
+export const emptyCounters = (): WorkerCounters => ({
+  activeTunnels: 0,
+  totalTunnels: 0,
+  activeConnections: 0,
+  bytesUp: 0,
+  bytesDown: 0,
+  refusals: {},
+  errors: {},
+});
+
 export type SupervisorToWorker =
   | { t: "init"; index: number; config: Config; ports: { proxy: number; cache: number }; ca: CaPems | null; bootId: string }
   | { t: "config"; config: Config; ports: { proxy: number; cache: number }; ca: CaPems | null }

@@ -26,23 +26,7 @@ let gw: Gateway;
 let chain: CustomerChain;
 
 beforeAll(async () => {
-  origin = startTlsOrigin(pki, {
-    "/stream": (req) => {
-      const u = new URL(req.url);
-      const n = Number(u.searchParams.get("n") ?? 100);
-      const ms = Number(u.searchParams.get("ms") ?? 50);
-      let i = 0;
-      return new Response(
-        new ReadableStream({
-          async pull(ctrl) {
-            if (i >= n) return ctrl.close();
-            await Bun.sleep(ms);
-            ctrl.enqueue(new TextEncoder().encode(`tick ${i++}\n`));
-          },
-        }),
-      );
-    },
-  });
+  origin = startTlsOrigin(pki);
   chain = makeCustomerChain("Example Corp Issuing CA");
   gw = await startGateway({ destinations: { ports: [origin.port] }, hosts });
 });

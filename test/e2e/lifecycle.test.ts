@@ -18,26 +18,8 @@ const pki = makeTestPki([HOST, MS]);
 const hosts = { [HOST]: "127.0.0.1", [MS]: "127.0.0.1" };
 let origin: Origin;
 
-/** /stream?n=N&ms=M sends N lines, one every M ms. */
 beforeAll(() => {
-  origin = startTlsOrigin(pki, {
-    "/stream": (req) => {
-      const u = new URL(req.url);
-      const n = Number(u.searchParams.get("n") ?? 100);
-      const ms = Number(u.searchParams.get("ms") ?? 50);
-      let i = 0;
-      return new Response(
-        new ReadableStream({
-          async pull(ctrl) {
-            if (i >= n) return ctrl.close();
-            await Bun.sleep(ms);
-            ctrl.enqueue(new TextEncoder().encode(`tick ${i++}\n`));
-          },
-        }),
-        { headers: { "content-type": "text/plain" } },
-      );
-    },
-  });
+  origin = startTlsOrigin(pki);
 });
 afterAll(() => origin?.stop());
 

@@ -46,6 +46,22 @@ export function startTlsOrigin(pki: TestPki | null, routes: Record<string, (req:
         return new Response(patternBytes(n), { headers: { "content-type": "application/octet-stream" } });
       }
       if (u.pathname === "/echo") return new Response(body, { headers: { "x-echo-bytes": String(body.byteLength) } });
+      if (u.pathname === "/stream") {
+        // /stream?n=N&ms=M: N lines "tick i", one every M ms (a long-lived download to watch through a tunnel)
+        const n = Number(u.searchParams.get("n") ?? 100);
+        const ms = Number(u.searchParams.get("ms") ?? 50);
+        let i = 0;
+        return new Response(
+          new ReadableStream({
+            async pull(ctrl) {
+              if (i >= n) return ctrl.close();
+              await Bun.sleep(ms);
+              ctrl.enqueue(new TextEncoder().encode(`tick ${i++}\n`));
+            },
+          }),
+          { headers: { "content-type": "text/plain" } },
+        );
+      }
       return new Response(`hello from origin ${u.pathname}\n`, { headers: { "content-type": "text/plain" } });
     },
   });
