@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { DEFAULTS, mergeConfig, parseConfig, redactConfig } from "../core/config";
 import { ConfigError } from "../core/errors";
 import type { Supervisor } from "../supervisor/supervisor";
-import { VERSION } from "../supervisor/supervisor";
+import { VERSION } from "../version";
 import { readLogLinesNewestFirst } from "../store/log-store";
 import { patchDir } from "../store/cache-paths";
 import { DAY, HOUR } from "../store/stats-db";
@@ -21,7 +21,7 @@ import { assignCertificate, deleteCertificate, editCertificate, isRefusal, listC
 import { makeOneTimePassword, readResources, sealArchive, testConnectivity } from "./diagnostics";
 import { BodyTooLarge, MAX_JSON_BODY, MAX_UPLOAD_BODY, readBodyLimited, tokenFingerprint, tokenMatches } from "./guard";
 import { renderPage } from "./page";
-import { log } from "../workers/log";
+import { log } from "../log";
 
 const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
   new Response(JSON.stringify(body, null, 2) + "\n", {

@@ -9,7 +9,7 @@ import { StatsDb, type CounterSample } from "../store/stats-db";
 import { CertDb } from "../store/cert-db";
 import { cleanLogs } from "../store/log-store";
 import { AuditLog, FailureThrottle } from "./guard";
-import { log } from "../workers/log";
+import { log } from "../log";
 
 export const SAMPLE_MS = 10_000;
 const CLEAN_MS = 60_000;

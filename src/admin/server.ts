@@ -15,7 +15,7 @@ import { makeAdminContext } from "./context";
 import { MAX_UPLOAD_BODY } from "./guard";
 import { loadCa, makeLeafKeys, mintLeaf } from "../core/certs";
 import { loadOrCreateApplianceCa } from "../store/ca-store";
-import { log } from "../workers/log";
+import { log } from "../log";
 
 export type AdminServer = { port: number; url: string; stop(): void };
 

@@ -4,7 +4,28 @@
  */
 
 export type ErrorSide = "client" | "upstream" | "internal";
-export type ErrorCode = `PX_${string}`;
+/** Every code a ProxyError can carry: a closed union, so a new one is added here, with its status if it is special. */
+export const ERROR_CODES = [
+  // the agent's side
+  "PX_BAD_REQUEST", "PX_BAD_REQUEST_LINE", "PX_BAD_HEADER", "PX_BAD_AUTHORITY", "PX_BAD_HOST", "PX_BAD_BODY",
+  "PX_BAD_CLIENT_HELLO", "PX_NOT_TLS", "PX_METHOD_NOT_ALLOWED", "PX_HEAD_TIMEOUT", "PX_HEAD_TOO_LARGE",
+  "PX_POLICY_DENY", "PX_CLIENT_DENY", "PX_MISDIRECTED", "PX_NOT_IMPLEMENTED", "PX_ONLY_IF_CACHED", "PX_NOT_FOUND",
+  "PX_RANGE_NOT_SATISFIABLE",
+  // the appliance's state
+  "PX_OVERLOADED", "PX_DRAINING",
+  // origins and the upstream proxy
+  "PX_UPSTREAM_UNREACHABLE", "PX_UPSTREAM_REFUSED", "PX_UPSTREAM_PROXY", "PX_UPSTREAM_TIMEOUT", "PX_UPSTREAM_TLS",
+  "PX_UPSTREAM_CLOSED", "PX_UPSTREAM_BAD_RESPONSE", "PX_BAD_STATUS_LINE", "PX_BAD_RESPONSE_HEADER",
+  "PX_RESPONSE_HEAD_TOO_LARGE", "PX_DNS",
+  // fills and the store
+  "PX_FILL_FAILED", "PX_FILL_STALE", "PX_FILL_IDLE", "PX_STORE_CLOSED", "PX_STORE_SHORT", "PX_STORE_SCHEMA",
+  "PX_STORE_CORRUPT",
+  // certificates
+  "PX_CA", "PX_CA_INVALID", "PX_CA_VALIDITY", "PX_CA_NOT_YET_VALID", "PX_CA_NAME", "PX_CA_EXPIRED", "PX_BAD_SERIAL",
+  // our own bugs
+  "PX_BAD_OUTGOING_HEAD", "PX_INTERNAL",
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
 export class ProxyError extends Error {
   constructor(
@@ -29,7 +50,7 @@ export class ConfigError extends Error {
   }
 }
 
-const SPECIAL: Record<string, number> = {
+const SPECIAL: Partial<Record<ErrorCode, number>> = {
   PX_BAD_REQUEST: 400,
   PX_BAD_REQUEST_LINE: 400,
   PX_BAD_HEADER: 400,
@@ -50,6 +71,7 @@ const SPECIAL: Record<string, number> = {
   PX_MISDIRECTED: 421,
   PX_NOT_IMPLEMENTED: 501,
   PX_ONLY_IF_CACHED: 504,
+  PX_RANGE_NOT_SATISFIABLE: 416,
 };
 
 export const statusFor = (e: ProxyError): number =>

@@ -5,7 +5,7 @@
  */
 import { type Config } from "../core/config";
 import { ADMISSION_SLOTS, type SupervisorToWorker, type WorkerToSupervisor, decode, encode } from "../workers/protocol";
-import { log } from "../workers/log";
+import { log } from "../log";
 import type { CaPems } from "../store/ca-store";
 
 export type PoolEvents = {

@@ -11,7 +11,7 @@ import { ConfigError } from "../core/errors";
 import { BucketSeries, UniqueWindow } from "../core/stats-window";
 import { Pool } from "./pool";
 import { type WorkerCounters, type WorkerToSupervisor, emptyCounters } from "../workers/protocol";
-import { log, setLogSink } from "../workers/log";
+import { log, setLogSink } from "../log";
 import { startAdminServer, type AdminServer } from "../admin/server";
 import { loadActiveCa, type CaPems } from "../store/ca-store";
 import { Store } from "../store/store";
@@ -20,7 +20,7 @@ import { checkPatchVolume, volumeInfo } from "../store/patch-volume";
 import { topObjects, type ObjectReport } from "../store/cache-report";
 import { DEFAULT_LOG_LIMITS, rotateLogFile } from "../store/log-store";
 
-export const VERSION = "0.1.0";
+import { VERSION } from "../version";
 const HOUR = 3600_000;
 const LOG_RING = 5000;
 const LOG_FILE_MAX = 50 * 1024 * 1024;

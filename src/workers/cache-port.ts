@@ -6,7 +6,7 @@ import type { Socket } from "bun";
 import type { ClientConn } from "./listener";
 import { SocketDuplex, contextFor, terminateTls } from "./intercept";
 import { HttpSession } from "./http-session";
-import { log } from "./log";
+import { log } from "../log";
 
 export function onIntercept(sock: Socket<ClientConn>, early: Uint8Array | null) {
   const c = sock.data;

@@ -29,7 +29,7 @@ import { type Entry, type FillTail, type FillWriter, Store } from "../store/stor
 import { cacheBudget, cacheDir } from "../store/cache-paths";
 import type { HttpRequest, HttpSession, Responder } from "./http-session";
 import { startExchange } from "./origin-client";
-import { log } from "./log";
+import { log } from "../log";
 import { rt } from "./listener";
 import { patchReady, servePatch } from "./patch";
 

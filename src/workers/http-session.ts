@@ -12,7 +12,7 @@ import { parseAuthority } from "../core/connect";
 import { decide, decideClient } from "../core/policy";
 import type { Target, Verdict } from "../core/types";
 import { type ExchangeHandle, startExchange, stripHopByHop } from "./origin-client";
-import { log } from "./log";
+import { log } from "../log";
 import { invalidateAfter } from "./fill";
 import type { ClientConn } from "./listener";
 import { rt } from "./listener";

@@ -18,7 +18,7 @@ import { toRequest } from "../core/connect";
 import { ESTABLISHED, makeErrorResponse, makeResponse } from "../core/http1/serialize";
 import { compilePolicy, decide, decideClient, type Policy } from "../core/policy";
 import { peekClientHello } from "../core/tls-peek";
-import { log } from "./log";
+import { log } from "../log";
 import { emptyCounters } from "./protocol";
 import { type PipeEnd, makePipeEnd, onPipeDrain, onPipeEnd, pipeWrite } from "./tunnel";
 import { type OriginConn, dialTarget, onHandshakeClose, onHandshakeData } from "./upstream";

@@ -18,7 +18,7 @@ import { type ByteRange, ifRangeMatches, parseContentRange, parseRange, strongEt
 import { type Entry, type FillWriter, Store } from "../store/store";
 import type { HttpRequest, Responder } from "./http-session";
 import { startExchange, type ExchangeHandle } from "./origin-client";
-import { log } from "./log";
+import { log } from "../log";
 import { rt } from "./listener";
 
 /** What the gateway knows about one object version. */

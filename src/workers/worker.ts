@@ -6,7 +6,7 @@
 import type { TCPSocketListener } from "bun";
 import { type SupervisorToWorker, type WorkerToSupervisor, decode, encode } from "./protocol";
 import { type ClientConn, cacheHandlers, closeAll, proxyHandlers, rt, setConfig, startDrain, sweep } from "./listener";
-import { log, setLogSink } from "./log";
+import { log, setLogSink } from "../log";
 import { leafMints, setTlsConfig } from "./intercept";
 import { originReuses } from "./origin-client";
 import { onIntercept } from "./cache-port";

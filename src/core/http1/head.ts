@@ -6,7 +6,7 @@
  * Strict by design: this is a security boundary (agents in, open internet out), so anything a lenient
  * parser would "repair" differently from the next hop is rejected instead (request-smuggling hardening).
  */
-import { ProxyError, printable } from "../errors";
+import { type ErrorCode, ProxyError, printable } from "../errors";
 
 /** Returned instead of a head while the buffer does not yet hold a complete one. */
 export const NEED_MORE: unique symbol = Symbol("NEED_MORE");
@@ -44,7 +44,7 @@ VCHAR[HTAB] = 1;
 for (let c = 0x20; c < 0x100; c++) if (c !== DEL) VCHAR[c] = 1;
 
 /** Which side a head came from decides the error codes (statusFor: client → 4xx, upstream → 502). */
-type Side = { side: "client" | "upstream"; tooLarge: `PX_${string}`; badHeader: `PX_${string}` };
+type Side = { side: "client" | "upstream"; tooLarge: ErrorCode; badHeader: ErrorCode };
 const REQUEST: Side = { side: "client", tooLarge: "PX_HEAD_TOO_LARGE", badHeader: "PX_BAD_HEADER" };
 // Not PX_BAD_HEADER / PX_HEAD_TOO_LARGE: errors.ts maps those codes to 400/431 whatever the side,
 // and a broken upstream must surface as 502, not as the client's fault. (Status line: PX_BAD_STATUS_LINE.)
