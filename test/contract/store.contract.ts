@@ -1,12 +1,15 @@
 /**
- * @module The Store contract (STYLE §14, after undici's `cacheStoreTests(Store)`): one suite, run by each store
- * implementation's test file against a fresh directory per test. It exercises only the public API, so a double can
- * run it too. Disk-only behaviour (corruption on disk, crash leftovers, threads, kill -9) is in store-disk.test.ts.
+ * @module The Store contract (STYLE §14, after undici's `cacheStoreTests(Store)`): one suite over the public API,
+ * against a fresh directory per test. There is one store implementation (the disk `Store`, src/store/cache/store.ts);
+ * what varies is where a fill's waiter lives, and the fill half of the suite runs in both places: a waiter in the
+ * filler's own Store (an in-memory `LocalFill`) and a waiter in a second Store on the same directory (a `RemoteFill`
+ * that polls the index and the temp file, as another worker thread would). store-disk.test.ts runs it; disk-only
+ * behaviour (corruption on disk, crash leftovers, real threads, kill -9) is there too.
  */
 import { describe, expect, test } from "bun:test";
 import type { Headers } from "../../src/core/cache/freshness";
 import { varyKey } from "../../src/core/cache/key";
-import type { Entry, FillTail, Store, StoreOptions } from "../../src/store/store";
+import { type Entry, FillError, type FillTail, type Store, type StoreOptions } from "../../src/store/cache/store";
 import { concat, makeBody, makeChunk, sha256Hex } from "../fixtures/store-data";
 
 export type StoreHarness = {
@@ -69,16 +72,43 @@ async function drain(tail: FillTail): Promise<Uint8Array> {
   return concat(chunks);
 }
 
-async function rejection(p: Promise<unknown>): Promise<Error & { code?: string }> {
+/** The FillError a drain ends with (fails the test if it ends otherwise). */
+async function fillErrorOf(p: Promise<unknown>): Promise<FillError> {
   try {
     await p;
   } catch (e) {
-    return e as Error & { code?: string };
+    if (e instanceof FillError) return e;
+    throw e;
   }
-  throw new Error("expected a rejection");
+  throw new Error("expected the tail to end with a FillError");
 }
 
 const K = "GET https://dl.example.test/manifest.json";
+/** A key whose text names outcomes: the outcome a waiter sees must come from the fill, never from these words. */
+const WORDY = "GET https://dl.example.test/fallback/revalidated/superseded/stale-failed-idle.cab?changed=1";
+
+/** Where a fill's waiter lives: in the filler's Store, or in a second Store on the same directory (another worker). */
+type Topology = { name: string; pair(dir: string, opts?: Partial<StoreOptions>): { a: Store; b: Store; close(): void } };
+
+function topologies(h: StoreHarness): Topology[] {
+  return [
+    {
+      name: "waiter in the filler's Store",
+      pair(dir, opts) {
+        const a = h.open(dir, opts);
+        return { a, b: a, close: () => a.close() };
+      },
+    },
+    {
+      name: "waiter in another Store on the same directory",
+      pair(dir, opts) {
+        const a = h.open(dir, opts);
+        const b = h.open(dir, opts);
+        return { a, b, close: () => (a.close(), b.close()) };
+      },
+    },
+  ];
+}
 
 export function storeContract(name: string, h: StoreHarness): void {
   describe(`${name}: Store contract`, () => {
@@ -102,7 +132,7 @@ export function storeContract(name: string, h: StoreHarness): void {
           expect(Buffer.from(s.body(e)!).equals(Buffer.from(body))).toBe(true);
         }
         expect(s.lookup(`${K}?size=2`, [])).toBeNull();
-        expect(s.totals()).toMatchObject({ stored_entries: 4, stored_bytes: 1_070_004 });
+        expect(s.usage()).toEqual({ entries: 4, bytes: 1_070_004 });
       } finally {
         s.close();
       }
@@ -121,7 +151,7 @@ export function storeContract(name: string, h: StoreHarness): void {
         expect(c.role).toBe("filler");
         if (c.role !== "filler") return;
         expect(c.fill.replaced).toBe("done");
-        c.fill.fail("test: not this way");
+        c.fill.fail("failed", "test: not this way");
         const br = storeBody(s, K, makeChunk(2, 700), { vary, reqHeaders: [["accept-encoding", "br"]] });
         expect(gz.vkey).not.toBe(br.vkey);
 
@@ -132,13 +162,13 @@ export function storeContract(name: string, h: StoreHarness): void {
         expect(s.lookup(K, [["Accept-Encoding", "br"]])!.sha256).toBe(sha256Hex(makeChunk(2, 700)));
         expect(s.lookup(K, [])).toBeNull(); // absent only matches absent (RFC 9111 §4.1)
         expect(s.lookup(K, [["accept-encoding", "identity"]])).toBeNull();
-        expect(s.totals().stored_entries).toBe(2);
+        expect(s.usage().entries).toBe(2);
       } finally {
         s.close();
       }
     });
 
-    test("nothing is visible before commit, in this store or another one on the same directory", async () => {
+    test("nothing is visible before commit, in this store or another one on the same directory", () => {
       const dir = h.makeDir();
       const a = h.open(dir);
       const b = h.open(dir);
@@ -150,7 +180,7 @@ export function storeContract(name: string, h: StoreHarness): void {
         c.fill.write(makeChunk(1, 10_000));
         expect(a.lookup(K, [])).toBeNull();
         expect(b.lookup(K, [])).toBeNull();
-        expect(b.totals()).toMatchObject({ stored_entries: 0, stored_bytes: 0 });
+        expect(b.usage()).toEqual({ entries: 0, bytes: 0 });
         c.fill.write(makeChunk(2, 10_000));
         const e = c.fill.commit({ vkey: "", url: "https://dl.example.test/manifest.json", reqHeaders: [], vary: null })!;
         const seen = b.lookup(K, [])!;
@@ -162,27 +192,28 @@ export function storeContract(name: string, h: StoreHarness): void {
       }
     });
 
-    test("entries survive close and reopen, byte-exact", () => {
+    test("entries and their hit counts survive close and reopen, byte-exact", () => {
       const dir = h.makeDir();
       const body = makeBody(10, 10_000);
       let s = h.open(dir);
-      storeBody(s, K, body, { headers: [["etag", '"v1"']] });
-      s.addTotals({ hits: 3, served_bytes: 42 });
-      s.close();
+      const stored = storeBody(s, K, body, { headers: [["etag", '"v1"']] });
+      s.touch(stored, 42);
+      s.close(); // flushes the touch
       s = h.open(dir);
       try {
         const e = s.lookup(K, [])!;
         expect(e).not.toBeNull();
         expect(e.headers).toEqual([["etag", '"v1"']]);
         expect(Buffer.from(s.body(e)!).equals(Buffer.from(body))).toBe(true);
-        expect(s.totals()).toMatchObject({ hits: 3, served_bytes: 42, stored_entries: 1, stored_bytes: body.byteLength });
+        expect(s.usage()).toEqual({ entries: 1, bytes: body.byteLength });
+        expect(s.topObjects(10)).toEqual([{ url: "https://dl.example.test/manifest.json", size: body.byteLength, hits: 1, bytesServed: 42 }]);
         expect(s.recovery).toEqual({ tmpFiles: 0, fills: 0, rows: 0, blobs: 0 });
       } finally {
         s.close();
       }
     });
 
-    test("updateHeaders after a 304 keeps the body; delete removes every variant; totals add up", () => {
+    test("updateHeaders after a 304 keeps the body; delete removes every variant; usage and hits add up", () => {
       const s = h.open(h.makeDir());
       try {
         const e = storeBody(s, K, makeChunk(3, 300), { vary: "accept", reqHeaders: [["accept", "a"]] });
@@ -200,17 +231,17 @@ export function storeContract(name: string, h: StoreHarness): void {
         if (c.role !== "filler") throw new Error("expected filler");
         c.fill.setHead(200, []);
         c.fill.write(makeChunk(4, 100));
-        c.fill.commit({ vkey: varyKey("accept", [["accept", "b"]])!, url: "u", reqHeaders: [["accept", "b"]], vary: "accept" });
+        c.fill.commit({ vkey: varyKey("accept", [["accept", "b"]])!, url: "u-b", reqHeaders: [["accept", "b"]], vary: "accept" });
         s.touch(u, 300);
         s.touch(u, 300);
-        s.addTotals({ hits: 2, served_bytes: 600, misses: 1, collapsed: 0 });
-        expect(s.totals()).toMatchObject({ hits: 2, served_bytes: 600, misses: 1, stored_entries: 2, stored_bytes: 400 });
+        expect(s.usage()).toEqual({ entries: 2, bytes: 400 });
+        expect(s.topObjects(1)).toEqual([{ url: "https://dl.example.test/manifest.json", size: 300, hits: 2, bytesServed: 600 }]);
         expect(s.delete(K)).toBe(2);
         expect(s.lookup(K, [["accept", "a"]])).toBeNull();
         expect(s.lookup(K, [["accept", "b"]])).toBeNull();
         expect(s.body(u)).toBeNull(); // the blob went with its last entry
         expect(s.updateHeaders(u, [], 0, 0)).toBe(false);
-        expect(s.totals()).toMatchObject({ stored_entries: 0, stored_bytes: 0 });
+        expect(s.usage()).toEqual({ entries: 0, bytes: 0 });
       } finally {
         s.close();
       }
@@ -243,226 +274,276 @@ export function storeContract(name: string, h: StoreHarness): void {
         expect([0, 1, 2, 3, 4, 5, 6, 7, 8].filter(left)).toEqual([0, 1, 2]);
         expect(s.lookup(extra.pkey, [])).not.toBeNull();
         expect(s.body(entries[3]!)).toBeNull(); // its blob is gone
-        expect(s.totals().stored_bytes).toBe(450);
+        expect(s.usage().bytes).toBe(450);
         expect(s.evictIfNeeded()).toEqual({ evicted: 0, bytes: 0 });
-        if (refill.role === "filler") refill.fill.fail("test done");
+        if (refill.role === "filler") refill.fill.fail("failed", "test done");
       } finally {
         s.close();
       }
     });
 
-    test("claimFill in one thread: the second claimant is a waiter that gets the head first, then every byte in order while the filler writes slowly", async () => {
-      const s = h.open(h.makeDir());
+    for (const t of topologies(h)) fillContract(h, t);
+  });
+}
+
+/** Claims, waiters and how fills end, with the waiter where `t` puts it. */
+function fillContract(h: StoreHarness, t: Topology): void {
+  describe(`fills, ${t.name}`, () => {
+    test("one filler; later claimants are waiters that get the head first, then every byte in order while the filler writes", async () => {
+      const p = t.pair(h.makeDir());
       try {
-        const c1 = s.claimFill(K);
-        const c2 = s.claimFill(K);
-        const c3 = s.claimFill(K);
+        const c1 = p.a.claimFill(K);
+        const c2 = p.b.claimFill(K);
+        const c3 = p.b.claimFill(K);
         expect([c1.role, c2.role, c3.role]).toEqual(["filler", "waiter", "waiter"]);
         if (c1.role !== "filler" || c2.role !== "waiter" || c3.role !== "waiter") return;
         const fill = c1.fill;
         const w2 = drain(c2.tail);
         const w3 = drain(c3.tail);
-        fill.setHead(203, [["x-test", "1"]]);
+        fill.setHead(203, [["x-test", "1"]], { requestTime: 5, responseTime: 6 });
         // the head reaches the waiters before any body byte is written
-        expect(await within(1000, "head", c2.tail.head())).toMatchObject({ status: 203, headers: [["x-test", "1"]] });
+        expect(await within(2000, "head", c2.tail.head())).toEqual({
+          ok: true,
+          head: { status: 203, headers: [["x-test", "1"]], requestTime: 5, responseTime: 6 },
+        });
         expect(fill.size).toBe(0);
         const chunks = 20;
-        let seenBeforeEnd = 0;
+        let written = 0;
         for (let i = 0; i < chunks; i++) {
           fill.write(makeChunk(i, 3000 + i));
-          await Bun.sleep(3);
-          seenBeforeEnd = c2.tail.received;
+          written += 3000 + i;
+          // streamed, not delivered at the end: each chunk reaches both waiters before the next is written
+          await until(2000, `waiters to receive chunk ${i}`, () => c2.tail.received === written && c3.tail.received === written);
         }
-        fill.commit({ vkey: "", url: "u", reqHeaders: [], vary: null });
+        const e = fill.commit({ vkey: "", url: "u", reqHeaders: [], vary: null })!;
         const expected = concat(Array.from({ length: chunks }, (_, i) => makeChunk(i, 3000 + i)));
         const [b2, b3] = await within(5000, "waiters", Promise.all([w2, w3]));
-        expect(seenBeforeEnd).toBeGreaterThan(0); // streamed, not delivered at the end
         expect(Buffer.from(b2).equals(Buffer.from(expected))).toBe(true);
         expect(Buffer.from(b3).equals(Buffer.from(expected))).toBe(true);
+        expect(sha256Hex(b2)).toBe(e.sha256);
       } finally {
-        s.close();
+        p.close();
       }
     });
 
-    test("an in-thread tail that falls behind the in-memory window catches up from the file, every byte in order", async () => {
-      const s = h.open(h.makeDir());
+    test("a tail that starts after megabytes were written catches up (from the file), every byte in order", async () => {
+      const p = t.pair(h.makeDir());
       try {
-        const c1 = s.claimFill(K);
-        const c2 = s.claimFill(K);
+        const c1 = p.a.claimFill(K);
+        const c2 = p.b.claimFill(K);
         if (c1.role !== "filler" || c2.role !== "waiter") throw new Error("roles");
         c1.fill.setHead(200, []);
-        // 6 MB in odd-sized chunks while the waiter reads nothing: more than the window keeps
+        // 6 MB in odd-sized chunks while the waiter reads nothing: more than the in-memory window keeps
         const chunks = Array.from({ length: 60 }, (_, i) => makeChunk(i, 100_003));
         for (const c of chunks) c1.fill.write(c);
         const got = drain(c2.tail);
-        await Bun.sleep(5);
+        await until(5000, "the tail to start reading", () => c2.tail.received > 0);
         c1.fill.write(makeChunk(99, 77));
         c1.fill.commit({ vkey: "", url: "u", reqHeaders: [], vary: null });
         const body = await within(5000, "slow tail", got);
         expect(sha256Hex(body)).toBe(sha256Hex(concat([...chunks, makeChunk(99, 77)])));
       } finally {
-        s.close();
+        p.close();
       }
     });
 
-    test("claimFill across stores on one directory (the cross-thread path): the waiter streams the filler's temp file as it grows", async () => {
-      const dir = h.makeDir();
-      const a = h.open(dir);
-      const b = h.open(dir);
+    test("a waiter finishes even if a new claim replaced the finished fill's row before its next poll", async () => {
+      // slow poller: the race window (for a waiter in another Store) is wide open
+      const p = t.pair(h.makeDir(), { pollMinMs: 300, pollMaxMs: 300 });
       try {
-        const c1 = a.claimFill(K);
-        const c2 = b.claimFill(K);
-        expect([c1.role, c2.role]).toEqual(["filler", "waiter"]);
-        if (c1.role !== "filler" || c2.role !== "waiter") return;
-        const headAt: number[] = [];
-        const got = c2.tail.head().then((hd) => {
-          headAt.push(c1.fill.size);
-          expect(hd.headers).toEqual([["content-type", "application/x-test"]]);
-          return drain(c2.tail);
-        });
-        c1.fill.setHead(200, [["content-type", "application/x-test"]], { requestTime: 5, responseTime: 6 });
-        await within(2000, "head across stores", c2.tail.head());
-        const chunks = 16;
-        for (let i = 0; i < chunks; i++) {
-          c1.fill.write(makeChunk(i, 10_000));
-          if (i === chunks / 2) await until(2000, "waiter to stream the first half", () => c2.tail.received >= 90_000);
-          await Bun.sleep(2);
-        }
-        const e = c1.fill.commit({ vkey: "", url: "u", reqHeaders: [], vary: null })!;
-        const body = await within(5000, "remote waiter", got);
-        expect(headAt).toEqual([0]);
-        expect(body.byteLength).toBe(chunks * 10_000);
-        expect(sha256Hex(body)).toBe(e.sha256);
-        expect(await c2.tail.head()).toMatchObject({ status: 200, requestTime: 5, responseTime: 6 });
-      } finally {
-        a.close();
-        b.close();
-      }
-    });
-
-    test("a cross-store waiter finishes even if a new claim replaced the finished fill's row before its next poll", async () => {
-      const dir = h.makeDir();
-      const a = h.open(dir);
-      const b = h.open(dir, { pollMinMs: 300, pollMaxMs: 300 }); // slow poller: the race window is wide open
-      try {
-        const c1 = a.claimFill(K);
-        const w = b.claimFill(K);
+        const c1 = p.a.claimFill(K);
+        const w = p.b.claimFill(K);
         if (c1.role !== "filler" || w.role !== "waiter") throw new Error("roles");
         const got = drain(w.tail);
         c1.fill.setHead(200, []);
         c1.fill.write(makeChunk(1, 50_000));
         const e = c1.fill.commit({ vkey: "", url: "u", reqHeaders: [], vary: null })!;
         // a request that missed just before the commit claims now: it replaces the 'done' row
-        const late = a.claimFill(K);
+        const late = p.a.claimFill(K);
         expect(late.role).toBe("filler");
         if (late.role === "filler") expect(late.fill.replaced).toBe("done");
-        const body = await within(5000, "slow remote waiter", got);
+        const body = await within(5000, "slow waiter", got);
         expect(sha256Hex(body)).toBe(e.sha256);
-        if (late.role === "filler") late.fill.fail("test");
+        if (late.role === "filler") late.fill.fail("failed", "test");
       } finally {
-        a.close();
-        b.close();
+        p.close();
       }
     });
 
-    test("a failed fill gives every waiter (same store and another store) an error and stores nothing", async () => {
-      const dir = h.makeDir();
-      const a = h.open(dir);
-      const b = h.open(dir);
+    test("a failed download: every waiter sees outcome 'failed' with the detail, nothing is stored, the next claim fills", async () => {
+      const p = t.pair(h.makeDir());
       try {
-        const c1 = a.claimFill(K);
-        const local = a.claimFill(K);
-        const remote = b.claimFill(K);
-        if (c1.role !== "filler" || local.role !== "waiter" || remote.role !== "waiter") throw new Error("roles");
-        const localBody = drain(local.tail);
-        const remoteBody = drain(remote.tail);
-        const remoteHead = remote.tail.head();
+        const c1 = p.a.claimFill(K);
+        const w1 = p.b.claimFill(K);
+        const w2 = p.b.claimFill(K);
+        if (c1.role !== "filler" || w1.role !== "waiter" || w2.role !== "waiter") throw new Error("roles");
+        const body1 = drain(w1.tail);
         c1.fill.write(makeChunk(0, 5000));
-        await until(2000, "remote waiter sees the first bytes", () => remote.tail.received === 5000);
-        c1.fill.fail(new Error("upstream reset"));
-        for (const p of [localBody, remoteBody, remoteHead, local.tail.head()]) {
-          const e = await within(3000, "waiter error", rejection(p));
-          expect(e.code).toBe("PX_FILL_FAILED");
-          expect(e.message).toContain("upstream reset");
-        }
-        expect(a.lookup(K, [])).toBeNull();
-        expect(b.totals()).toMatchObject({ stored_entries: 0, stored_bytes: 0 });
-        expect(() => c1.fill.write(makeChunk(1, 10))).toThrow(/failed/);
-        const again = b.claimFill(K);
+        await until(2000, "the waiter sees the first bytes", () => w1.tail.received === 5000);
+        c1.fill.fail("failed", "upstream reset");
+        const e = await within(3000, "waiter error", fillErrorOf(body1));
+        expect({ code: e.code, outcome: e.outcome, detail: e.detail }).toEqual({
+          code: "PX_FILL_FAILED",
+          outcome: "failed",
+          detail: "upstream reset",
+        });
+        // no head was ever set: head() resolves with the outcome instead of rejecting
+        expect(await within(3000, "head", w2.tail.head())).toEqual({ ok: false, outcome: "failed", detail: "upstream reset" });
+        w2.tail.close();
+        expect(p.a.lookup(K, [])).toBeNull();
+        expect(p.b.usage()).toEqual({ entries: 0, bytes: 0 });
+        expect(() => c1.fill.write(makeChunk(1, 10))).toThrow();
+        const again = p.b.claimFill(K);
         expect(again.role).toBe("filler");
         if (again.role === "filler") {
           expect(again.fill.replaced).toBe("failed");
-          again.fill.fail("cleanup");
+          again.fill.fail("failed", "cleanup");
         }
       } finally {
-        a.close();
-        b.close();
+        p.close();
+      }
+    });
+
+    for (const outcome of ["revalidated", "superseded", "fallback", "changed", "failed"] as const) {
+      test(`outcome "${outcome}" reaches the waiter as reported, whatever the key, URL or detail says`, async () => {
+        const p = t.pair(h.makeDir());
+        try {
+          const early = p.a.claimFill(WORDY);
+          const wEarly = p.b.claimFill(WORDY);
+          if (early.role !== "filler" || wEarly.role !== "waiter") throw new Error("roles");
+          // before the head: head() carries the outcome
+          early.fill.fail(outcome, "superseded by a fallback after it was revalidated; stale and idle and failed");
+          const hd = await within(3000, "head", wEarly.tail.head());
+          expect(hd.ok ? "head" : hd.outcome).toBe(outcome);
+          wEarly.tail.close();
+
+          // after the head, mid-body: the tail throws a FillError with the outcome
+          const late = p.a.claimFill(WORDY);
+          const wLate = p.b.claimFill(WORDY);
+          if (late.role !== "filler" || wLate.role !== "waiter") throw new Error("roles");
+          const got = drain(wLate.tail);
+          late.fill.setHead(200, []);
+          late.fill.write(makeChunk(1, 1000));
+          await until(2000, "the waiter sees the first bytes", () => wLate.tail.received === 1000);
+          late.fill.fail(outcome, "revalidated");
+          const e = await within(3000, "waiter error", fillErrorOf(got));
+          expect(e.outcome).toBe(outcome);
+          expect(e.code).toBe("PX_FILL_FAILED");
+          expect(p.b.lookup(WORDY, [])).toBeNull();
+        } finally {
+          p.close();
+        }
+      });
+    }
+
+    test("a key naming every outcome fills, streams and stores like any other", async () => {
+      const p = t.pair(h.makeDir());
+      try {
+        const c1 = p.a.claimFill(WORDY);
+        const w = p.b.claimFill(WORDY);
+        if (c1.role !== "filler" || w.role !== "waiter") throw new Error("roles");
+        const got = drain(w.tail);
+        c1.fill.setHead(200, []);
+        c1.fill.write(makeChunk(5, 7000));
+        const e = c1.fill.commit({ vkey: "", url: WORDY.slice(4), reqHeaders: [], vary: null })!;
+        expect(sha256Hex(await within(3000, "waiter", got))).toBe(e.sha256);
+        expect(p.b.lookup(WORDY, [])).toEqual(e);
+      } finally {
+        p.close();
       }
     });
 
     test("commit(null) delivers the bytes to waiters and stores nothing", async () => {
-      const dir = h.makeDir();
-      const a = h.open(dir);
-      const b = h.open(dir);
+      const p = t.pair(h.makeDir());
       try {
-        const c1 = a.claimFill(K);
-        const w = b.claimFill(K);
+        const c1 = p.a.claimFill(K);
+        const w = p.b.claimFill(K);
         if (c1.role !== "filler" || w.role !== "waiter") throw new Error("roles");
         const got = drain(w.tail);
         c1.fill.setHead(200, [["cache-control", "no-store"]]);
         c1.fill.write(makeChunk(9, 12_345));
         expect(c1.fill.commit(null)).toBeNull();
         expect(Buffer.from(await within(3000, "waiter", got)).equals(Buffer.from(makeChunk(9, 12_345)))).toBe(true);
-        expect(a.lookup(K, [])).toBeNull();
-        expect(a.totals().stored_entries).toBe(0);
+        expect(p.a.lookup(K, [])).toBeNull();
+        expect(p.a.usage().entries).toBe(0);
       } finally {
-        a.close();
-        b.close();
+        p.close();
       }
     });
 
-    test("a tail that sees no progress for tailIdleMs fails with PX_FILL_IDLE (a filler that hangs but still beats)", async () => {
-      const dir = h.makeDir();
-      const a = h.open(dir, { tailIdleMs: 300, heartbeatMs: 50 });
-      const b = h.open(dir, { tailIdleMs: 300, heartbeatMs: 50 });
+    test("a tail with no progress for tailIdleMs on the store clock ends 'idle' (a filler that hangs but still beats)", async () => {
+      let now = 5_000_000;
+      const p = t.pair(h.makeDir(), { tailIdleMs: 300, heartbeatMs: 50, clock: () => now });
       try {
-        const c1 = a.claimFill(K);
-        const local = a.claimFill(K);
-        const remote = b.claimFill(K);
-        if (c1.role !== "filler" || local.role !== "waiter" || remote.role !== "waiter") throw new Error("roles");
+        const c1 = p.a.claimFill(K);
+        const w = p.b.claimFill(K);
+        if (c1.role !== "filler" || w.role !== "waiter") throw new Error("roles");
         c1.fill.setHead(200, []);
         c1.fill.write(makeChunk(0, 100));
-        const t0 = performance.now();
-        for (const p of [drain(local.tail), drain(remote.tail)]) {
-          const e = await within(5000, "idle error", rejection(p));
-          expect(e.code).toBe("PX_FILL_IDLE");
-        }
-        expect(performance.now() - t0).toBeGreaterThanOrEqual(290);
-        expect(local.tail.received).toBe(100);
-        expect(remote.tail.received).toBe(100);
-        c1.fill.fail("test");
+        const got = drain(w.tail);
+        await until(3000, "the waiter reads the first bytes", () => w.tail.received === 100);
+        now += 1000; // past tailIdleMs, well within staleMs (5 s): idle, not a dead filler
+        const e = await within(5000, "idle error", fillErrorOf(got));
+        expect({ code: e.code, outcome: e.outcome }).toEqual({ code: "PX_FILL_IDLE", outcome: "idle" });
+        expect(w.tail.received).toBe(100);
+        c1.fill.fail("failed", "test");
       } finally {
-        a.close();
-        b.close();
+        p.close();
       }
     });
 
-    test("closing a store fails its unfinished fills for every waiter", async () => {
+    test("closing the filler's store ends its fills for every waiter with 'failed'; the closed store refuses calls", async () => {
       const dir = h.makeDir();
-      const a = h.open(dir);
-      const b = h.open(dir);
+      const p = t.pair(dir);
       try {
-        const c1 = a.claimFill(K);
-        const w = b.claimFill(K);
+        const c1 = p.a.claimFill(K);
+        const w = p.b.claimFill(K);
         if (c1.role !== "filler" || w.role !== "waiter") throw new Error("roles");
         const got = drain(w.tail);
-        a.close();
-        const e = await within(3000, "waiter error", rejection(got));
-        expect(e.code).toBe("PX_FILL_FAILED");
-        expect(e.message).toContain("closed");
-        expect(() => a.lookup(K, [])).toThrow(/closed/);
+        p.a.close();
+        const e = await within(3000, "waiter error", fillErrorOf(got));
+        expect({ outcome: e.outcome, detail: e.detail }).toEqual({ outcome: "failed", detail: "the store was closed" });
+        let code: string | undefined;
+        try {
+          p.a.lookup(K, []);
+        } catch (err) {
+          code = (err as { code?: string }).code;
+        }
+        expect(code).toBe("PX_STORE_CLOSED");
       } finally {
-        b.close();
+        p.close();
+      }
+    });
+
+    test("an ended fill is forgotten by its Store (onFinished): the next claim of the key is a filler again", async () => {
+      const p = t.pair(h.makeDir());
+      try {
+        for (const end of ["commit", "fail"] as const) {
+          const c = p.a.claimFill(K);
+          const w = p.b.claimFill(K);
+          if (c.role !== "filler" || w.role !== "waiter") throw new Error(`roles (${end})`);
+          const got = drain(w.tail).catch((e) => e);
+          c.fill.setHead(200, []);
+          c.fill.write(makeChunk(2, 10));
+          if (end === "commit") c.fill.commit({ vkey: "", url: "u", reqHeaders: [], vary: null });
+          else c.fill.fail("superseded");
+          await within(3000, "waiter end", got);
+          // the filler's Store forgot its LocalFill, and the waiter's Store its RemoteFill (or the same LocalFill)
+          const again = p.a.claimFill(K);
+          expect(again.role).toBe("filler");
+          if (again.role === "filler") {
+            expect(again.fill.replaced).toBe(end === "commit" ? "done" : "failed");
+            again.fill.fail("failed", "test");
+          }
+          const third = p.b.claimFill(K);
+          expect(third.role).toBe("filler");
+          if (third.role === "filler") {
+            expect(third.fill.replaced).toBe("failed");
+            third.fill.fail("failed", "test");
+          }
+        }
+      } finally {
+        p.close();
       }
     });
   });

@@ -1,7 +1,10 @@
-/** Blob files (src/store/blobs.ts) and the index schema (src/store/index-db.ts), below the Store facade. */
+/**
+ * Below the Store facade: blob files (src/store/cache/blobs.ts), the index schema and its migration
+ * (src/store/cache/index-db.ts), and a LocalFill reporting its end through its onFinished callback (fill-local.ts).
+ */
 import { afterAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -11,9 +14,11 @@ import {
   openBlobWriter,
   readBlob,
   verifyBlob,
-} from "../../src/store/blobs";
-import { IndexDb, SCHEMA_VERSION } from "../../src/store/index-db";
-import { Store } from "../../src/store/store";
+} from "../../src/store/cache/blobs";
+import { LocalFill } from "../../src/store/cache/fill-local";
+import type { FillCtx } from "../../src/store/cache/fill-tail";
+import { createV1, IndexDb, SCHEMA_VERSION } from "../../src/store/cache/index-db";
+import { Store } from "../../src/store/cache/store";
 import { makeBody, makeChunk, sha256Hex } from "../fixtures/store-data";
 
 const root = mkdtempSync(join(tmpdir(), "agate-blobs-test-"));
@@ -116,13 +121,16 @@ describe("cleanTmp", () => {
 });
 
 describe("index schema", () => {
-  test("a new index is WAL, at the current schema version, with every total at 0", () => {
+  test("a new index is WAL, at the current schema version, with empty usage and no totals table", () => {
     const dir = freshDir();
     const db = IndexDb.open(join(dir, "index.db"));
     try {
+      expect(SCHEMA_VERSION).toBe(2);
       expect(db.schemaVersion()).toBe(SCHEMA_VERSION);
       expect(db.db.query<{ journal_mode: string }, []>("PRAGMA journal_mode").get()!.journal_mode).toBe("wal");
-      expect(db.q.allTotals.all().map((r) => [r.name, r.value])).toContainEqual(["stored_bytes", 0]);
+      expect(db.q.usage.get()).toEqual({ bytes: 0, entries: 0 });
+      const tables = db.db.query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'table'").all();
+      expect(tables.map((t) => t.name).sort()).toEqual(["entries", "fills", "meta", "usage"]);
     } finally {
       db.close();
     }
@@ -139,7 +147,7 @@ describe("index schema", () => {
     raw.run("UPDATE meta SET value = '99' WHERE key = 'schema_version'");
     raw.close();
     expect(() => Store.open(dir, { maxBytes: 1000, owner: "t" })).toThrow(
-      /schema version 99, newer than this agate understands \(1\); run a newer agate, or delete the cache directory/,
+      /schema version 99, newer than this agate understands \(2\); run a newer agate, or delete the cache directory/,
     );
   });
 
@@ -165,8 +173,130 @@ describe("index schema", () => {
     expect((err as Error).message).toMatch(/is not an agate cache index \(tables: cats\)/);
   });
 
+  test("a v1 index (agate before issue 8) migrates to v2: outcomes filled in, totals dropped, usage recounted, data kept", () => {
+    const dir = freshDir();
+    const raw = new Database(join(dir, "index.db"));
+    raw.exec("PRAGMA journal_mode = WAL");
+    createV1(raw);
+    const body = makeChunk(1, 321);
+    const sha = sha256Hex(body);
+    const rel = `blobs/${sha.slice(0, 2)}/${sha}`;
+    mkdirSync(join(dir, "blobs", sha.slice(0, 2)), { recursive: true });
+    writeFileSync(join(dir, rel), body);
+    raw.run(
+      `INSERT INTO entries (pkey, vkey, url, status, headers, req_headers, vary, request_time, response_time, blob_path,
+         size, sha256, created, last_access, hits, bytes_served)
+       VALUES ('GET https://m.test/a', '', 'https://m.test/a', 200, '[]', '[]', NULL, 1, 2, ?, 321, ?, 3, 4, 5, 1605)`,
+      [rel, sha],
+    );
+    const fill = raw.query(
+      "INSERT INTO fills (key, owner, tmp_path, started, heartbeat, status, bytes, blob_path, error) VALUES (?, 'old', ?, 1, ?, ?, 0, ?, ?)",
+    );
+    const now = Date.now();
+    fill.run("GET https://m.test/a", "tmp/a", now, "done", rel, null);
+    fill.run("GET https://m.test/delivered", "tmp/d", now, "done", null, null);
+    // v1 carried outcomes as error text: whatever the text says, a v1 failure migrates as "failed"
+    fill.run("GET https://m.test/superseded", "tmp/s", now, "failed", null, "superseded");
+    fill.run("GET https://m.test/live", "tmp/l", now, "filling", null, null);
+    raw.close();
+
+    const db = IndexDb.open(join(dir, "index.db"));
+    try {
+      expect(db.schemaVersion()).toBe(2);
+      const outcomes = db.db.query<{ key: string; outcome: string | null }, []>("SELECT key, outcome FROM fills ORDER BY key").all();
+      expect(outcomes).toEqual([
+        { key: "GET https://m.test/a", outcome: "stored" },
+        { key: "GET https://m.test/delivered", outcome: "delivered" },
+        { key: "GET https://m.test/live", outcome: null },
+        { key: "GET https://m.test/superseded", outcome: "failed" },
+      ]);
+      expect(db.db.query("SELECT name FROM sqlite_master WHERE name = 'totals'").all()).toEqual([]);
+      expect(db.q.usage.get()).toEqual({ bytes: 321, entries: 1 });
+      // the column only takes FillOutcome values
+      expect(() => db.db.run("UPDATE fills SET outcome = 'bogus'")).toThrow();
+    } finally {
+      db.close();
+    }
+    // the facade on the migrated directory: the entry is served and its counts are in the report
+    const s = Store.open(dir, { maxBytes: 1 << 20, owner: "t" });
+    try {
+      const e = s.lookup("GET https://m.test/a", [])!;
+      expect(sha256Hex(s.body(e)!)).toBe(sha);
+      expect(s.topObjects(5)).toEqual([{ url: "https://m.test/a", size: 321, hits: 5, bytesServed: 1605 }]);
+      storeOne(s, "GET https://m.test/b", makeChunk(2, 100)); // the new triggers keep usage exact
+      expect(s.usage()).toEqual({ bytes: 421, entries: 2 });
+      s.delete("GET https://m.test/a");
+      expect(s.usage()).toEqual({ bytes: 100, entries: 1 });
+    } finally {
+      s.close();
+    }
+  });
+
   test("Store.open checks its options", () => {
     expect(() => Store.open(freshDir(), { maxBytes: 0, owner: "t" })).toThrow(/maxBytes must be > 0/);
     expect(() => Store.open(freshDir(), { maxBytes: 10, owner: "t", lowWater: 0.95 })).toThrow(/lowWater ≤ highWater/);
+  });
+});
+
+function storeOne(s: Store, key: string, body: Uint8Array): void {
+  const c = s.claimFill(key);
+  if (c.role !== "filler") throw new Error("expected filler");
+  c.fill.setHead(200, []);
+  c.fill.write(body);
+  c.fill.commit({ vkey: "", url: key.slice(4), reqHeaders: [], vary: null });
+}
+
+describe("LocalFill", () => {
+  const open = (dir: string) => {
+    const db = IndexDb.open(join(dir, "index.db"));
+    const o = { owner: "t", heartbeatMs: 1000, staleMs: 5000, pollMinMs: 2, pollMaxMs: 20, tailIdleMs: 1000, bootId: "b" };
+    const released: string[] = [];
+    const ctx: FillCtx = { dir, db, q: db.q, o, now: () => 1000, releaseBlob: (rel) => released.push(rel) };
+    return { db, ctx, released };
+  };
+  const start = (ctx: FillCtx, key: string, onFinished: (k: string, f: LocalFill) => void) => {
+    const w = openBlobWriter(ctx.dir, "t");
+    ctx.q.upsertFill.run(key, "t", w.tmpPath, 1000);
+    return new LocalFill(ctx, key, w, onFinished);
+  };
+
+  test("reports its end once through onFinished — after a commit, a failure, and not again on a second fail", () => {
+    const { db, ctx } = open(freshDir());
+    try {
+      const calls: [string, LocalFill, string | undefined][] = [];
+      const onFinished = (k: string, f: LocalFill) => calls.push([k, f, f.end?.outcome]);
+      const a = start(ctx, "GET https://o.test/a", onFinished);
+      a.setHead({ status: 200, headers: [], requestTime: 1, responseTime: 2 });
+      a.write(makeChunk(1, 10));
+      expect(calls).toEqual([]);
+      a.commit({ vkey: "", url: "u", reqHeaders: [], vary: null });
+      const b = start(ctx, "GET https://o.test/b", onFinished);
+      b.fail("fallback", "not sliceable");
+      b.fail("failed", "again");
+      expect(calls).toEqual([
+        ["GET https://o.test/a", a, "stored"],
+        ["GET https://o.test/b", b, "fallback"],
+      ]);
+      expect(db.q.fill.get("GET https://o.test/b")).toMatchObject({ status: "failed", outcome: "fallback", error: "not sliceable" });
+      expect(db.q.fill.get("GET https://o.test/a")).toMatchObject({ status: "done", outcome: "stored" });
+    } finally {
+      db.close();
+    }
+  });
+
+  test("a commit that replaces an entry's blob hands the old blob to the Store's releaseBlob", () => {
+    const { db, ctx, released } = open(freshDir());
+    try {
+      for (const i of [1, 2]) {
+        const f = start(ctx, "GET https://o.test/r", () => {});
+        f.setHead({ status: 200, headers: [], requestTime: 1, responseTime: 2 });
+        f.write(makeChunk(i, 50));
+        f.commit({ vkey: "", url: "u", reqHeaders: [], vary: null });
+      }
+      const first = sha256Hex(makeChunk(1, 50));
+      expect(released).toEqual([`blobs/${first.slice(0, 2)}/${first}`]);
+    } finally {
+      db.close();
+    }
   });
 });

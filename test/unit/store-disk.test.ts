@@ -1,5 +1,5 @@
 /**
- * The disk store (src/store/store.ts): the shared contract, then what only a real directory shows — a blob corrupted
+ * The disk store (src/store/cache/store.ts): the shared contract, then what only a real directory shows — a blob corrupted
  * on disk, crash leftovers and a real kill -9, and several worker threads claiming one key at once, including a
  * filler thread terminated mid-fill. Every wait is bounded; temp directories are removed.
  */
@@ -19,8 +19,8 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { blobRelPath } from "../../src/store/blobs";
-import { Store, type StoreOptions } from "../../src/store/store";
+import { blobRelPath } from "../../src/store/cache/blobs";
+import { Store, type StoreOptions } from "../../src/store/cache/store";
 import { storeBody, storeContract, until, within } from "../contract/store.contract";
 import type { FromWorker, ToWorker } from "../fixtures/store-worker-fixture";
 import { makeBody, makeChunk, sha256Hex } from "../fixtures/store-data";
@@ -70,7 +70,7 @@ describe("disk: integrity", () => {
       expect(s.body(found)).toBeNull();
       expect(s.lookup(K, [])).toBeNull();
       expect(existsSync(e.blobPath)).toBe(false);
-      expect(s.totals()).toMatchObject({ stored_entries: 1, stored_bytes: 999 });
+      expect(s.usage()).toEqual({ entries: 1, bytes: 999 });
       // the intact entry is untouched
       expect(sha256Hex(s.body(s.lookup(`${K}?other`, [])!)!)).toBe(other.sha256);
       // and the key can be filled again
@@ -112,7 +112,7 @@ describe("disk: integrity", () => {
       writeFileSync(b.blobPath, makeChunk(2, 4000)); // shorter: a new file, not a truncated mapping
       expect(s.body(s.lookup(`${K}?b`, [])!)).toBeNull();
       expect(s.lookup(`${K}?b`, [])).toBeNull();
-      expect(s.totals().stored_entries).toBe(0);
+      expect(s.usage().entries).toBe(0);
     } finally {
       s.close();
     }
@@ -173,13 +173,13 @@ describe("disk: crash recovery at open", () => {
       expect(existsSync(orphan)).toBe(false);
       expect(s2.lookup(`${K}?lost`, [])).toBeNull();
       expect(sha256Hex(s2.body(s2.lookup(K, [])!)!)).toBe(good.sha256);
-      expect(s2.totals()).toMatchObject({ stored_entries: 1, stored_bytes: good.size });
+      expect(s2.usage()).toEqual({ entries: 1, bytes: good.size });
       const again = s2.claimFill(`${K}?partial`);
       expect(again.role).toBe("filler");
-      if (again.role === "filler") again.fill.fail("test");
+      if (again.role === "filler") again.fill.fail("failed", "test");
     } finally {
       s2.close();
-      c.fill.fail("test"); // the abandoned handle
+      c.fill.fail("failed", "test"); // the abandoned handle
       s.close();
     }
   });
@@ -194,7 +194,7 @@ describe("disk: crash recovery at open", () => {
       expect(b.recovery.tmpFiles).toBe(0);
       expect(files(join(dir, "tmp")).sort()).toHaveLength(2);
     } finally {
-      if (c.role === "filler") c.fill.fail("test");
+      if (c.role === "filler") c.fill.fail("failed", "test");
       a.close();
       b.close();
     }
@@ -223,8 +223,10 @@ describe("disk: crash recovery at open", () => {
       proc.kill(9);
     }
     expect(files(join(dir, "tmp"))).toHaveLength(1);
-    await Bun.sleep(250); // past staleMs: the dead fill's heartbeat and temp file are now old
-    const s = open(dir, { staleMs: 200 });
+    // make the dead fill old instead of waiting: its temp file by mtime (wall clock), its row by the store's clock
+    const old = new Date(Date.now() - 60_000);
+    for (const f of files(join(dir, "tmp"))) utimesSync(join(dir, "tmp", f), old, old);
+    const s = open(dir, { staleMs: 200, clock: () => Date.now() + 60_000 });
     try {
       expect(s.recovery).toMatchObject({ tmpFiles: 1, fills: 1, rows: 0, blobs: 0 });
       expect(files(join(dir, "tmp"))).toEqual([]);
@@ -308,7 +310,7 @@ describe("disk: worker threads", () => {
     }
   }, 60_000);
 
-  test("a filler thread terminated mid-fill: waiters fail with PX_FILL_STALE after the heartbeat timeout, then one takes over and the rest stream its bytes", async () => {
+  test("a filler thread terminated mid-fill: waiters end with outcome 'stale' after the heartbeat timeout, then one takes over and the rest stream its bytes", async () => {
     const dir = makeDir();
     const chunks = 16;
     const chunkSize = 16 * 1024;
@@ -331,18 +333,13 @@ describe("disk: worker threads", () => {
       const others = ws.filter((s) => s !== filler);
       expect(others.every((s) => find(s, "role")!.role === "waiter")).toBe(true);
       await until(10_000, "waiters streamed the first half", () => others.every((s) => has(s, (m) => m.t === "progress")));
-      const killedAt = performance.now();
       filler.w.terminate();
       await until(10_000, "waiters see the dead filler", () => others.every((s) => has(s, (m) => m.t === "error")));
-      const tookMs = performance.now() - killedAt;
       for (const s of others) {
-        const e = find(s, "error")!;
-        expect(e.code).toBe("PX_FILL_STALE");
-        // either this waiter's poll saw the heartbeat stop, or another waiter had already taken the fill over
-        expect(e.message).toMatch(/no heartbeat|taken over/);
+        // either this waiter's poll saw the heartbeat stop, or another waiter had already taken the fill over:
+        // both are the outcome "stale" (claim again), read from the fills row, not from a message
+        expect(find(s, "error")).toMatchObject({ code: "PX_FILL_STALE", outcome: "stale" });
       }
-      expect(tookMs).toBeGreaterThanOrEqual(staleMs - 150); // the heartbeat was up to 100 ms old at the kill
-      expect(tookMs).toBeLessThan(staleMs + 3000);
       // the retries (attempt 1): exactly one takes the stale fill over and completes it; the others stream its bytes
       await until(10_000, "retry roles", () => others.every((s) => has(s, (m) => m.t === "role" && m.attempt === 1)));
       const second = others.filter((s) => find(s, "role", (m) => m.attempt === 1)!.role === "filler");

@@ -5,7 +5,7 @@
  * truncated or rewritten in place — `Bun.mmap` readers would crash (SIGBUS) on a truncated mapping.
  *
  * Content addressing means two entries with identical bytes share one file; the index (`index-db.ts`) decides when
- * the last reference is gone. Renames and unlinks of published blobs are done by `store.ts` while it holds the index's
+ * the last reference is gone. Renames and unlinks of published blobs are done by `store.ts` and `fill-local.ts` while they hold the index's
  * write lock, so the index and the files move together.
  *
  * Measured on the build machine (Bun 1.4.5, 2 vCPU VM, ext4; `bun test/fixtures/store-bench.ts`, medians):

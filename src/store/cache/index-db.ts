@@ -1,7 +1,7 @@
 /**
  * @module The cache index: `<dir>/index.db`, bun:sqlite in WAL mode, shared by every worker thread (each opens its own
  * connection). It owns the schema, its version and migrations, and every SQL statement, prepared once per connection.
- * It knows rows, not files: `store.ts` decides when blobs are renamed or unlinked, inside `writeTx` so the index and
+ * It knows rows, not files: `store.ts` and `fill-local.ts` decide when blobs are renamed or unlinked, inside `writeTx` so the index and
  * the files change together.
  *
  * Concurrency: readers never block in WAL mode. Writers serialise on one lock; every multi-statement write goes
@@ -20,9 +20,16 @@
  * A whole 1 KiB fill (claim, head, write, fsync, rename, dir fsync, insert) ≈ 1.3 ms.
  */
 import { Database, type Statement } from "bun:sqlite";
-import { ProxyError } from "../core/errors";
+import type { Headers } from "../../core/cache/freshness";
+import type { FillOutcome } from "../../core/cache/plan";
+import { ProxyError } from "../../core/errors";
 
-export const SCHEMA_VERSION = 1;
+/**
+ * v2 (issue 8): `fills.outcome` holds how a fill ended (FillOutcome), so a waiter in another thread reads it from a
+ * column instead of parsing error text; the `totals` table (named counters nobody read) became `usage`, one row with
+ * the stored bytes and entries that eviction needs.
+ */
+export const SCHEMA_VERSION = 2;
 
 /** Columns of `entries` as stored. JSON columns are strings here; `store.ts` parses them. */
 export type EntryRow = {
@@ -59,28 +66,22 @@ export type FillRow = {
   bytes: number;
   head: string | null;
   blob_path: string | null;
+  /** the error detail of a failed fill (for people and logs; code decides on `outcome`) */
   error: string | null;
+  /** how the fill ended; null while filling */
+  outcome: FillOutcome | null;
 };
 
 export type VictimRow = { pkey: string; vkey: string; blob_path: string; size: number; last_access: number };
 
-/** Names `totals` always has; any other name passed to `addTotal` is created on first use. */
-export const TOTAL_NAMES = [
-  "stored_bytes", // maintained by triggers on `entries`
-  "stored_entries", // idem
-  "fetched_bytes",
-  "served_bytes",
-  "hits",
-  "misses",
-  "collapsed",
-  "revalidations",
-] as const;
 
-// v1. `entries` keeps a rowid (rows carry a few hundred bytes of header JSON, too wide for WITHOUT ROWID); the
+// v1, the historical first schema. A new index is created as v1 and then migrated forward like an old one, so every
+// migration runs on every fresh index too (no second "current schema" text to keep in step).
+// `entries` keeps a rowid (rows carry a few hundred bytes of header JSON, too wide for WITHOUT ROWID); the
 // primary key's index serves `WHERE pkey = ?`. `verified` holds the boot id of the process that last checked the
 // blob's SHA-256 (see Store.body). `fills.blob_path`/`error` go beyond the brief's columns: a waiter that arrives
 // just after a fill finished reads the published blob, and a failed fill tells its waiters why.
-const SCHEMA_V1 = `
+export const SCHEMA_V1 = `
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE entries (
   pkey TEXT NOT NULL,
@@ -133,11 +134,42 @@ CREATE TRIGGER entries_au AFTER UPDATE OF size ON entries BEGIN
 END;
 `;
 
-/**
- * Migrations from version N to N+1, run in one write transaction. Empty while v1 is the only version; a future v2
- * adds `2: (db) => db.exec("ALTER TABLE …")`.
- */
-const MIGRATIONS: Record<number, (db: Database) => void> = {};
+/** FillOutcome values, for the column's CHECK (kept in step with core/cache/plan.ts by the type below). */
+const OUTCOMES = ["stored", "delivered", "revalidated", "superseded", "fallback", "changed", "failed", "stale", "idle"] as const;
+type MissingOutcome = Exclude<FillOutcome, (typeof OUTCOMES)[number]>;
+const _allOutcomes: MissingOutcome extends never ? true : never = true;
+void _allOutcomes;
+
+const V2 = `
+ALTER TABLE fills ADD COLUMN outcome TEXT CHECK (outcome IS NULL OR outcome IN (${OUTCOMES.map((o) => `'${o}'`).join(", ")}));
+-- finished v1 rows: a failure was 'failed' whatever its text said; a done row with a blob was stored
+UPDATE fills SET outcome = CASE
+  WHEN status = 'failed' THEN 'failed'
+  WHEN status = 'done' AND blob_path IS NOT NULL THEN 'stored'
+  WHEN status = 'done' THEN 'delivered' END;
+DROP TRIGGER entries_ai;
+DROP TRIGGER entries_ad;
+DROP TRIGGER entries_au;
+DROP TABLE totals;
+CREATE TABLE usage (id INTEGER PRIMARY KEY CHECK (id = 1), bytes INTEGER NOT NULL, entries INTEGER NOT NULL);
+INSERT INTO usage (id, bytes, entries) SELECT 1, coalesce(sum(size), 0), count(*) FROM entries;
+-- usage follows entries exactly, in the same transaction as the change. Upserts fire the UPDATE trigger; INSERT OR
+-- REPLACE would not fire the DELETE one (SQLite: only with recursive_triggers), so the store never uses REPLACE.
+CREATE TRIGGER entries_ai AFTER INSERT ON entries BEGIN
+  UPDATE usage SET bytes = bytes + NEW.size, entries = entries + 1;
+END;
+CREATE TRIGGER entries_ad AFTER DELETE ON entries BEGIN
+  UPDATE usage SET bytes = bytes - OLD.size, entries = entries - 1;
+END;
+CREATE TRIGGER entries_au AFTER UPDATE OF size ON entries BEGIN
+  UPDATE usage SET bytes = bytes + NEW.size - OLD.size;
+END;
+`;
+
+/** Migrations from version N to N+1, run in the write transaction that opens the index. */
+const MIGRATIONS: Record<number, (db: Database) => void> = {
+  2: (db) => db.exec(V2),
+};
 
 export function schemaError(msg: string): ProxyError {
   return new ProxyError("PX_STORE_SCHEMA", "internal", msg);
@@ -191,10 +223,10 @@ function prepareAll(db: Database) {
     ),
     fill: db.prepare<FillRow, [string]>("SELECT * FROM fills WHERE key = ?"),
     upsertFill: db.prepare<unknown, [string, string, string, number]>(
-      `INSERT INTO fills (key, owner, tmp_path, started, heartbeat, status, bytes, head, blob_path, error)
-       VALUES (?1, ?2, ?3, ?4, ?4, 'filling', 0, NULL, NULL, NULL)
+      `INSERT INTO fills (key, owner, tmp_path, started, heartbeat, status, bytes, head, blob_path, error, outcome)
+       VALUES (?1, ?2, ?3, ?4, ?4, 'filling', 0, NULL, NULL, NULL, NULL)
        ON CONFLICT (key) DO UPDATE SET owner = ?2, tmp_path = ?3, started = ?4, heartbeat = ?4, status = 'filling',
-         bytes = 0, head = NULL, blob_path = NULL, error = NULL`,
+         bytes = 0, head = NULL, blob_path = NULL, error = NULL, outcome = NULL`,
     ),
     fillHead: db.prepare<unknown, [string, string, string]>(
       "UPDATE fills SET head = ? WHERE key = ? AND tmp_path = ? AND status = 'filling'",
@@ -202,12 +234,13 @@ function prepareAll(db: Database) {
     fillBeat: db.prepare<unknown, [number, number, string, string]>(
       "UPDATE fills SET heartbeat = ?, bytes = ? WHERE key = ? AND tmp_path = ? AND status = 'filling'",
     ),
-    fillDone: db.prepare<unknown, [number, number, string | null, string, string]>(
-      `UPDATE fills SET status = 'done', heartbeat = ?, bytes = ?, blob_path = ?
+    // outcome 'stored' (blob_path set) or 'delivered' (null)
+    fillDone: db.prepare<unknown, [number, number, string | null, FillOutcome, string, string]>(
+      `UPDATE fills SET status = 'done', heartbeat = ?, bytes = ?, blob_path = ?, outcome = ?
        WHERE key = ? AND tmp_path = ? AND status = 'filling'`,
     ),
-    fillFailed: db.prepare<unknown, [number, string, string, string]>(
-      `UPDATE fills SET status = 'failed', heartbeat = ?, error = ?
+    fillFailed: db.prepare<unknown, [number, FillOutcome, string, string, string]>(
+      `UPDATE fills SET status = 'failed', heartbeat = ?, outcome = ?, error = ?
        WHERE key = ? AND tmp_path = ? AND status = 'filling'`,
     ),
     deleteFinishedFill: db.prepare<unknown, [string]>("DELETE FROM fills WHERE key = ? AND status <> 'filling'"),
@@ -215,16 +248,13 @@ function prepareAll(db: Database) {
       `DELETE FROM fills WHERE (status = 'filling' AND heartbeat < ?) OR (status <> 'filling' AND heartbeat < ?)`,
     ),
     liveTmpPaths: db.prepare<{ tmp_path: string }, []>("SELECT tmp_path FROM fills WHERE status = 'filling'"),
-    addTotal: db.prepare<unknown, [string, number]>(
-      "INSERT INTO totals (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = value + ?2",
+    usage: db.prepare<{ bytes: number; entries: number }, []>("SELECT bytes, entries FROM usage WHERE id = 1"),
+    recountUsage: db.prepare<unknown, []>(
+      "UPDATE usage SET bytes = (SELECT coalesce(sum(size), 0) FROM entries), entries = (SELECT count(*) FROM entries)",
     ),
-    total: db.prepare<{ value: number }, [string]>("SELECT value FROM totals WHERE name = ?"),
-    allTotals: db.prepare<{ name: string; value: number }, []>("SELECT name, value FROM totals ORDER BY name"),
-    recountStored: db.prepare<unknown, []>(
-      `UPDATE totals SET value = CASE name
-         WHEN 'stored_bytes' THEN (SELECT coalesce(sum(size), 0) FROM entries)
-         ELSE (SELECT count(*) FROM entries) END
-       WHERE name IN ('stored_bytes', 'stored_entries')`,
+    // the admin's "largest objects" view (report.ts)
+    topObjects: db.prepare<{ url: string; size: number; hits: number; bytes_served: number }, [number]>(
+      "SELECT url, size, hits, bytes_served FROM entries ORDER BY bytes_served DESC LIMIT ?",
     ),
   };
 }
@@ -278,21 +308,25 @@ export class IndexDb {
   }
 }
 
-/** Create the v1 schema in an empty file, migrate an older one, or refuse a newer or foreign one with a clear message. */
+/** The v1 schema with its seeded rows, as agate before issue 8 created it. Exported for the migration test. */
+export function createV1(db: Database): void {
+  db.exec(SCHEMA_V1);
+  db.query("INSERT INTO meta (key, value) VALUES ('schema_version', '1')").run();
+  const ins = db.query("INSERT INTO totals (name, value) VALUES (?, 0)");
+  for (const n of V1_TOTAL_NAMES) ins.run(n);
+}
+
+const V1_TOTAL_NAMES = ["stored_bytes", "stored_entries", "fetched_bytes", "served_bytes", "hits", "misses", "collapsed", "revalidations"];
+
+/** Create the schema in an empty file (v1, then migrated), migrate an older one, or refuse a newer or foreign one with a clear message. */
 function migrate(db: Database, path: string): void {
   db.transaction(() => {
     const tables = db
       .query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
       .all()
       .map((r) => r.name);
-    if (tables.length === 0) {
-      db.exec(SCHEMA_V1);
-      db.query("INSERT INTO meta (key, value) VALUES ('schema_version', ?)").run(String(SCHEMA_VERSION));
-      const ins = db.query("INSERT INTO totals (name, value) VALUES (?, 0)");
-      for (const n of TOTAL_NAMES) ins.run(n);
-      return;
-    }
-    if (!tables.includes("meta")) {
+    if (tables.length === 0) createV1(db);
+    else if (!tables.includes("meta")) {
       throw schemaError(
         `${path} is not an agate cache index (tables: ${tables.join(", ")}); move it away or point the store at an empty directory`,
       );
@@ -324,3 +358,38 @@ function migrate(db: Database, path: string): void {
 }
 
 export type { Statement };
+
+/** A stored response, as the workers see it. `blobPath` is absolute; `vary` is the stored response's Vary (all lines joined), or null. */
+export type Entry = {
+  pkey: string;
+  vkey: string;
+  url: string;
+  status: number;
+  headers: Headers;
+  /** the request header lines the Vary names (only those are stored) */
+  reqHeaders: Headers;
+  vary: string | null;
+  requestTime: number;
+  responseTime: number;
+  blobPath: string;
+  size: number;
+  sha256: string;
+};
+
+/** A lookup row as an Entry; `dir` is the store's absolute, normalised directory. */
+export function toEntry(dir: string, row: LookupRow, reqHeaders: Headers): Entry {
+  return {
+    pkey: row.pkey,
+    vkey: row.vkey,
+    url: row.url,
+    status: row.status,
+    headers: JSON.parse(row.headers) as Headers,
+    reqHeaders,
+    vary: row.vary,
+    requestTime: row.request_time,
+    responseTime: row.response_time,
+    blobPath: `${dir}/${row.blob_path}`,
+    size: row.size,
+    sha256: row.sha256,
+  };
+}
