@@ -1,5 +1,5 @@
 /**
- * @module The management API: (req, sup, ctx, addr) → Response. `GET /healthz`, `/ca.pem`, `/ca.der` and the web
+ * @module The management API: (req, deps, ctx, addr) → Response. `GET /healthz`, `/ca.pem`, `/ca.der` and the web
  * page's shell (`GET /`, which holds no data) are open; everything else needs the bearer token (constant-time
  * compare), and an address that keeps getting it wrong is answered 429 for a while. Refusals are 4xx JSON
  * `{ error, field }`, the field naming the config key, form field or parameter at fault. Every change (a method other
@@ -9,11 +9,11 @@ import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, rmSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { DEFAULTS, mergeConfig, parseConfig, redactConfig } from "../core/config";
-import { ConfigError } from "../core/errors";
-import type { Supervisor } from "../supervisor/supervisor";
+import { ConfigError, ProxyError, statusFor } from "../core/errors";
+import type { AdminDeps } from "./deps";
 import { VERSION } from "../version";
 import { readLogLinesNewestFirst } from "../store/log-store";
-import { patchDir } from "../store/cache-paths";
+import { patchDir } from "../store/cache/paths";
 import { DAY, HOUR } from "../store/stats-db";
 import { cacheCounters, ARCHIVE_TTL_MS, type AdminContext } from "./context";
 import { checkPatchVolume, commitConfig } from "./config-change";
@@ -42,7 +42,7 @@ const RANGES: Record<string, { span: number; points: number }> = {
 };
 
 /** Keys whose values GET /api/config shows as "(set)": sent back unchanged, they keep the current secret. */
-function keepSecrets(partial: Record<string, any>, cur: ReturnType<typeof redactConfig>, real: Supervisor["config"]) {
+function keepSecrets(partial: Record<string, any>, cur: ReturnType<typeof redactConfig>, real: AdminDeps["config"]) {
   const up = partial.upstream_proxy;
   if (up && typeof up === "object" && up.password === "(set)") up.password = real.upstream_proxy?.password ?? null;
   const ad = partial.admin;
@@ -66,9 +66,9 @@ async function readJson(req: Request): Promise<unknown> {
   }
 }
 
-function statusBody(sup: Supervisor) {
-  const c = sup.config;
-  const h = sup.health();
+function statusBody(deps: AdminDeps, ctx: AdminContext) {
+  const c = deps.config;
+  const h = deps.health();
   return {
     name: c.gateway.name,
     version: VERSION,
@@ -76,7 +76,7 @@ function statusBody(sup: Supervisor) {
     health: h.health,
     status: h.status,
     reasons: h.reasons,
-    ports: sup.ports,
+    ports: { ...deps.ports, admin: ctx.port },
     listen: { proxy: c.proxy.listen, cache: c.cache.listen, admin: c.admin.listen },
     admin_tls: c.admin.tls,
     modes: { proxy: true, cache: c.cache.enabled, patch: c.patch.enabled },
@@ -88,14 +88,14 @@ function statusBody(sup: Supervisor) {
     ca: h.ca,
     active_tunnels: h.active_tunnels,
     open_connections: h.open_connections,
-    config_file: sup.configPath,
+    config_file: deps.configPath,
   };
 }
 
-function statsBody(sup: Supervisor, ctx: AdminContext, range: string) {
+function statsBody(deps: AdminDeps, ctx: AdminContext, range: string) {
   const now = Date.now();
   if (now - ctx.lastSample > 1000) ctx.sampleNow(); // fresh numbers for a watching admin, not only every 10 s
-  const s = sup.stats();
+  const s = deps.stats();
   const cache = cacheCounters(s);
   const sum = ctx.stats.summary(now);
   const r = RANGES[range] ?? RANGES["1h"]!;
@@ -112,11 +112,11 @@ function statsBody(sup: Supervisor, ctx: AdminContext, range: string) {
 
 type LogQuery = { q: string | null; id: string | null; limit: number; offset: number };
 
-function searchLogs(sup: Supervisor, ctx: AdminContext, query: LogQuery) {
+function searchLogs(deps: AdminDeps, ctx: AdminContext, query: LogQuery) {
   // Workers batch their lines to the supervisor (every 100 ms), so the ring is in arrival order: put it in time
   // order (log lines start with {"t":"<ISO time>", which sorts as text). Lines on disk are older than the ring's.
   const stamp = (l: string) => (l.startsWith('{"t":"') ? l.slice(6, 30) : "");
-  const ring = sup
+  const ring = deps
     .recentLogs()
     .map((line, i) => ({ line, i, t: stamp(line) }))
     .sort((a, b) => (a.t < b.t ? -1 : a.t > b.t ? 1 : a.i - b.i))
@@ -156,9 +156,9 @@ function searchLogs(sup: Supervisor, ctx: AdminContext, query: LogQuery) {
   return { items, offset: query.offset, limit: query.limit, more };
 }
 
-function metricsText(sup: Supervisor, ctx: AdminContext): string {
-  const h = sup.health();
-  const s = sup.stats();
+function metricsText(deps: AdminDeps, ctx: AdminContext): string {
+  const h = deps.health();
+  const s = deps.stats();
   const sum = ctx.stats.summary(Date.now());
   const cache = cacheCounters(s);
   const out: string[] = [];
@@ -190,23 +190,23 @@ function metricsText(sup: Supervisor, ctx: AdminContext): string {
   return out.join("\n") + "\n";
 }
 
-async function reset(sup: Supervisor, ctx: AdminContext) {
-  const cur = sup.config;
+async function reset(deps: AdminDeps, ctx: AdminContext) {
+  const cur = deps.config;
   // Unconfigured = the embedded defaults; the data directory and the management port stay, so the admin who
   // pressed the button can still reach the gateway, with the same token.
   const next = parseConfig({ gateway: { data_dir: cur.gateway.data_dir, workers: cur.gateway.workers }, admin: { ...cur.admin } }, DEFAULTS);
   const run = ctx.configLock.then(async () => {
-    await sup.apply(next); // cache mode off first: nothing uses the stores while they are removed
+    await deps.apply(next); // cache mode off first: nothing uses the stores while they are removed
     const removed: string[] = [];
-    if (sup.configPath && existsSync(sup.configPath)) {
-      unlinkSync(sup.configPath);
-      removed.push(sup.configPath);
+    if (deps.configPath && existsSync(deps.configPath)) {
+      unlinkSync(deps.configPath);
+      removed.push(deps.configPath);
     }
     ctx.closeStores();
     const keep = new Set(["admin.token", "admin.url", "audit.log"]); // access, and the record of who reset
-    for (const name of readdirSync(sup.dataDir)) {
+    for (const name of readdirSync(deps.dataDir)) {
       if (keep.has(name)) continue;
-      const p = join(sup.dataDir, name);
+      const p = join(deps.dataDir, name);
       if (name === "logs") {
         for (const f of readdirSync(p)) rmSync(join(p, f), { force: true, recursive: true });
       } else rmSync(p, { recursive: true, force: true });
@@ -223,27 +223,27 @@ async function reset(sup: Supervisor, ctx: AdminContext) {
     ctx.reopenStores();
     ctx.logsSince = Date.now();
     ctx.archives.clear();
-    await sup.apply(next); // a fresh appliance CA, pushed to the workers
+    await deps.apply(next); // a fresh appliance CA, pushed to the workers
     return removed;
   });
   ctx.configLock = run.catch(() => undefined);
   return run;
 }
 
-export async function handleApi(req: Request, sup: Supervisor, ctx: AdminContext, addr = "unknown"): Promise<Response> {
+export async function handleApi(req: Request, deps: AdminDeps, ctx: AdminContext, addr = "unknown"): Promise<Response> {
   const url = new URL(req.url);
   const path = url.pathname;
   const method = req.method;
   const read = method === "GET" || method === "HEAD";
 
   if (path === "/healthz" && read) {
-    const h = sup.health();
+    const h = deps.health();
     const ok = h.status === "ok" || h.status === "degraded";
-    return json(ok ? 200 : 503, h);
+    return json(ok ? 200 : 503, { ...h, ports: { ...h.ports, admin: ctx.port } });
   }
 
   if ((path === "/ca.pem" || path === "/ca.der") && read) {
-    const ca = sup.ca;
+    const ca = deps.ca;
     if (!ca) return apiError(404, "no CA: cache mode has not been configured");
     if (path === "/ca.pem")
       return new Response(ca.rootPem, { headers: { "content-type": "application/x-pem-file", "content-disposition": 'attachment; filename="agate-ca.pem"' } });
@@ -267,20 +267,20 @@ export async function handleApi(req: Request, sup: Supervisor, ctx: AdminContext
   const now = Date.now();
   const wait = ctx.throttle.retryAfter(addr, now);
   if (wait > 0) return apiError(429, `too many wrong tokens from ${addr}; try again in ${wait} s`, "authorization", {}, { "retry-after": String(wait) });
-  if (!tokenMatches(req, sup.token)) {
+  if (!tokenMatches(req, deps.token)) {
     ctx.throttle.fail(addr, now);
     log("warn", "admin: missing or wrong token", { addr, path });
     return apiError(401, "missing or wrong bearer token (see `agate token`)", "authorization", {}, { "www-authenticate": 'Bearer realm="agate"' });
   }
   ctx.throttle.succeed(addr);
 
-  if (read || url.searchParams.has("dry_run")) return route(req, url, sup, ctx);
+  if (read || url.searchParams.has("dry_run")) return route(req, url, deps, ctx);
   // A change: answer it, then record who did what, and how it ended.
   let detail: Record<string, unknown> | undefined;
-  const res = await route(req, url, sup, ctx, (d) => (detail = d));
+  const res = await route(req, url, deps, ctx, (d) => (detail = d));
   ctx.audit.write({
     t: new Date().toISOString(),
-    who: { addr, token: tokenFingerprint(sup.token) },
+    who: { addr, token: tokenFingerprint(deps.token) },
     method,
     path,
     action: actionName(method, path),
@@ -302,50 +302,50 @@ function actionName(method: string, path: string): string {
   return `${method} ${path}`;
 }
 
-async function route(req: Request, url: URL, sup: Supervisor, ctx: AdminContext, note: (d: Record<string, unknown>) => void = () => {}): Promise<Response> {
+async function route(req: Request, url: URL, deps: AdminDeps, ctx: AdminContext, note: (d: Record<string, unknown>) => void = () => {}): Promise<Response> {
   const path = url.pathname;
   const method = req.method;
   try {
-    if (path === "/api/status") return method === "GET" ? json(200, statusBody(sup)) : notAllowed(method, path, "GET");
-    if (path === "/api/stats") return method === "GET" ? json(200, statsBody(sup, ctx, url.searchParams.get("range") ?? "1h")) : notAllowed(method, path, "GET");
+    if (path === "/api/status") return method === "GET" ? json(200, statusBody(deps, ctx)) : notAllowed(method, path, "GET");
+    if (path === "/api/stats") return method === "GET" ? json(200, statsBody(deps, ctx, url.searchParams.get("range") ?? "1h")) : notAllowed(method, path, "GET");
     if (path === "/metrics") {
       if (method !== "GET") return notAllowed(method, path, "GET");
-      return new Response(metricsText(sup, ctx), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8", "cache-control": "no-store" } });
+      return new Response(metricsText(deps, ctx), { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8", "cache-control": "no-store" } });
     }
 
     if (path === "/api/config") {
       if (method === "GET") {
-        return json(200, redactConfig(sup.config), { "x-agate-config-file": sup.configPath ?? "(none: embedded defaults)" });
+        return json(200, redactConfig(deps.config), { "x-agate-config-file": deps.configPath ?? "(none: embedded defaults)" });
       }
       if (method !== "PUT" && method !== "PATCH") return notAllowed(method, path, "GET, PUT");
       const partial = await readJson(req);
       note({ change: maskSecrets(partial) });
       if (!partial || typeof partial !== "object" || Array.isArray(partial))
         return apiError(400, "expected a JSON object in the config's shape, e.g. {\"proxy\":{\"port\":1081}}", "body");
-      keepSecrets(partial as Record<string, any>, redactConfig(sup.config), sup.config);
+      keepSecrets(partial as Record<string, any>, redactConfig(deps.config), deps.config);
       if (url.searchParams.has("dry_run")) {
         // The wizard's "Next": the same validation as a save, nothing applied or written.
-        checkPatchVolume(mergeConfig(sup.config, partial));
+        checkPatchVolume(mergeConfig(deps.config, partial));
         return json(200, { ok: true, dry_run: true });
       }
-      const r = await commitConfig(sup, ctx, (cur) => mergeConfig(cur, partial));
+      const r = await commitConfig(deps, ctx, (cur) => mergeConfig(cur, partial));
       log("info", "config changed through the admin API", { file: r.file, keys: Object.keys(partial as object) });
-      return json(200, { ok: true, file: r.file, restart_required: r.restart_required, config: redactConfig(sup.config) });
+      return json(200, { ok: true, file: r.file, restart_required: r.restart_required, config: redactConfig(deps.config) });
     }
 
     if (path === "/api/reload") {
       if (method !== "POST") return notAllowed(method, path, "POST");
-      const r = await sup.reloadFromFile();
+      const r = await deps.reloadFromFile();
       return r.ok ? json(200, { ok: true }) : apiError(400, r.error, "config_file");
     }
     const crash = /^\/api\/workers\/(\d+)\/crash$/.exec(path);
     if (crash) {
       if (method !== "POST") return notAllowed(method, path, "POST");
-      return sup.crashWorker(Number(crash[1])) ? json(202, { ok: true }) : apiError(404, `no worker ${crash[1]}`, "index");
+      return deps.crashWorker(Number(crash[1])) ? json(202, { ok: true }) : apiError(404, `no worker ${crash[1]}`, "index");
     }
 
     if (path === "/api/certificates") {
-      if (method === "GET") return json(200, { certificates: listCertificates(sup, ctx) });
+      if (method === "GET") return json(200, { certificates: listCertificates(deps, ctx) });
       if (method !== "POST") return notAllowed(method, path, "GET, POST");
       const type = req.headers.get("content-type") ?? "";
       if (!/^multipart\/form-data/i.test(type))
@@ -357,7 +357,7 @@ async function route(req: Request, url: URL, sup: Supervisor, ctx: AdminContext,
       } catch (e) {
         return apiError(400, `the multipart body could not be read: ${(e as Error).message}`, "body");
       }
-      const r = await uploadCertificate(sup, ctx, form);
+      const r = await uploadCertificate(deps, ctx, form);
       if (isRefusal(r)) {
         note({ refused: r.error });
         return fromRefusal(r);
@@ -371,7 +371,7 @@ async function route(req: Request, url: URL, sup: Supervisor, ctx: AdminContext,
       if (method !== "POST") return notAllowed(method, path, "POST");
       const id = assign[1]!;
       note({ id });
-      const r = await assignCertificate(sup, ctx, id);
+      const r = await assignCertificate(deps, ctx, id);
       if (isRefusal(r)) return fromRefusal(r);
       log("info", "certificate assigned", { id, common_name: r.assigned.common_name });
       return json(200, r);
@@ -380,18 +380,18 @@ async function route(req: Request, url: URL, sup: Supervisor, ctx: AdminContext,
     if (one) {
       const id = one[1]!;
       if (method === "GET") {
-        const v = listCertificates(sup, ctx).find((c) => c.id === id);
+        const v = listCertificates(deps, ctx).find((c) => c.id === id);
         return v ? json(200, v) : apiError(404, `no certificate ${id}`, "id");
       }
       if (method === "PATCH" || method === "PUT") {
         const body = await readJson(req);
         note({ id, change: body });
-        const r = editCertificate(sup, ctx, id, body);
+        const r = editCertificate(deps, ctx, id, body);
         return isRefusal(r) ? fromRefusal(r) : json(200, r);
       }
       if (method === "DELETE") {
         note({ id });
-        const r = deleteCertificate(sup, ctx, id);
+        const r = deleteCertificate(deps, ctx, id);
         return isRefusal(r) ? fromRefusal(r) : json(200, { ok: true, deleted: id });
       }
       return notAllowed(method, path, "GET, PATCH, DELETE");
@@ -406,7 +406,7 @@ async function route(req: Request, url: URL, sup: Supervisor, ctx: AdminContext,
       if (typeof offset === "string") return apiError(400, offset, "offset");
       const q = sp.get("q");
       const id = sp.get("id");
-      return json(200, searchLogs(sup, ctx, { q: q || null, id: id || null, limit, offset }));
+      return json(200, searchLogs(deps, ctx, { q: q || null, id: id || null, limit, offset }));
     }
 
     if (path === "/api/audit") {
@@ -427,23 +427,23 @@ async function route(req: Request, url: URL, sup: Supervisor, ctx: AdminContext,
 
     if (path === "/api/diagnostics") {
       if (method !== "POST") return notAllowed(method, path, "POST");
-      const c = sup.config;
+      const c = deps.config;
       const [connectivity] = await Promise.all([testConnectivity(c)]);
-      const resources = readResources(sup.health().workers.total);
+      const resources = readResources(deps.health().workers.total);
       const password = makeOneTimePassword();
       const id = randomBytes(9).toString("base64url");
       const created = new Date();
-      const logs = sup.recentLogs().slice(-2000);
+      const logs = deps.recentLogs().slice(-2000);
       const bytes = sealArchive(
         {
           format: "agate-diagnostics/1",
           created: created.toISOString(),
-          status: statusBody(sup),
+          status: statusBody(deps, ctx),
           config: redactConfig(c),
-          stats: statsBody(sup, ctx, "24h"),
+          stats: statsBody(deps, ctx, "24h"),
           connectivity,
           resources,
-          certificates: listCertificates(sup, ctx),
+          certificates: listCertificates(deps, ctx),
           logs,
         },
         password,
@@ -482,16 +482,22 @@ async function route(req: Request, url: URL, sup: Supervisor, ctx: AdminContext,
       const body = (await readJson(req)) as Record<string, unknown> | null;
       if (!body || typeof body !== "object" || body.confirm !== "RESET")
         return apiError(400, 'reset removes the config, certificates, logs and stores: confirm with {"confirm": "RESET"}', "confirm");
-      const removed = await reset(sup, ctx);
+      const removed = await reset(deps, ctx);
       note({ removed });
       log("warn", "reset to the embedded defaults through the admin API", { removed: removed.length });
-      return json(200, { ok: true, removed, config: redactConfig(sup.config) });
+      return json(200, { ok: true, removed, config: redactConfig(deps.config) });
     }
 
     return apiError(404, `no such endpoint: ${method} ${path}`, "path");
   } catch (e) {
     if (e instanceof BodyTooLarge) return apiError(413, `the request body is larger than ${e.limit} bytes`, "body");
     if (e instanceof ConfigError) return apiError(400, e.message, e.key);
+    // A ProxyError that reaches the API (a CA that cannot be made or read, a store that is closed…) keeps its code,
+    // and its status is statusFor's, as everywhere else; the API's own refusals (401, 404, 405, 413 …) are above.
+    if (e instanceof ProxyError) {
+      log(e.side === "client" ? "warn" : "error", "admin API request failed", { path, code: e.code, error: e.message });
+      return apiError(statusFor(e), e.message, undefined, { code: e.code });
+    }
     throw e;
   }
 }

@@ -10,7 +10,7 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { checkChain, MAX_UPLOAD_BYTES } from "../core/certs";
 import { mergeConfig } from "../core/config";
-import type { Supervisor } from "../supervisor/supervisor";
+import type { AdminDeps } from "./deps";
 import type { CertRow } from "../store/cert-db";
 import type { AdminContext } from "./context";
 import { commitConfig } from "./config-change";
@@ -71,11 +71,11 @@ function describePem(pemPath: string): { subject: string; cn: string; notBefore:
 
 const same = (a: string | null, b: string | null) => !!a && !!b && resolve(a) === resolve(b);
 
-export function listCertificates(sup: Supervisor, ctx: AdminContext, now = Date.now()): CertView[] {
-  const c = sup.config;
+export function listCertificates(deps: AdminDeps, ctx: AdminContext, now = Date.now()): CertView[] {
+  const c = deps.config;
   const out: CertView[] = [];
   const gateway = c.gateway.name;
-  const app = describePem(join(sup.dataDir, "ca", "appliance.pem"));
+  const app = describePem(join(deps.dataDir, "ca", "appliance.pem"));
   if (app) {
     const days = Math.floor((app.notAfter.getTime() - now) / DAY);
     out.push({
@@ -102,7 +102,7 @@ export function listCertificates(sup: Supervisor, ctx: AdminContext, now = Date.
   const isUploaded = uploaded.some((r) => same(ctx.certs.files(r.id).root, c.tls.ca_cert));
   if ((c.tls.ca === "common" || (c.tls.ca === "customer" && !isUploaded)) && c.tls.ca_cert) {
     const d = describePem(c.tls.ca_cert);
-    const active = sup.ca;
+    const active = deps.ca;
     if (d) {
       const notAfter = active && active.kind === c.tls.ca ? new Date(active.notAfter) : d.notAfter;
       const days = Math.floor((notAfter.getTime() - now) / DAY);
@@ -127,12 +127,12 @@ export function listCertificates(sup: Supervisor, ctx: AdminContext, now = Date.
       });
     }
   }
-  for (const r of uploaded) out.push(uploadedView(sup, ctx, r, now));
+  for (const r of uploaded) out.push(uploadedView(deps, ctx, r, now));
   return out;
 }
 
-function uploadedView(sup: Supervisor, ctx: AdminContext, r: CertRow, now: number): CertView {
-  const c = sup.config;
+function uploadedView(deps: AdminDeps, ctx: AdminContext, r: CertRow, now: number): CertView {
+  const c = deps.config;
   const assigned = c.tls.ca === "customer" && same(ctx.certs.files(r.id).root, c.tls.ca_cert);
   const days = Math.floor((r.not_after - now) / DAY);
   return {
@@ -169,7 +169,7 @@ function label(field: string, v: unknown, required: boolean): string | Refusal {
 const mb = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MB`;
 
 /** POST /api/certificates: the parsed form → a kept certificate, or what is wrong with it. */
-export async function uploadCertificate(sup: Supervisor, ctx: AdminContext, form: FormData, now = Date.now()): Promise<CertView | Refusal> {
+export async function uploadCertificate(deps: AdminDeps, ctx: AdminContext, form: FormData, now = Date.now()): Promise<CertView | Refusal> {
   const texts: Record<"root" | "intermediate" | "key", string | null> = { root: null, intermediate: null, key: null };
   for (const f of ["root", "intermediate", "key"] as const) {
     const v = form.get(f);
@@ -209,11 +209,11 @@ export async function uploadCertificate(sup: Supervisor, ctx: AdminContext, form
     updated: now,
   };
   ctx.certs.add(row, { root: texts.root, chain: texts.intermediate, key: texts.key });
-  return uploadedView(sup, ctx, row, now);
+  return uploadedView(deps, ctx, row, now);
 }
 
 /** PATCH: common_name and description only. */
-export function editCertificate(sup: Supervisor, ctx: AdminContext, id: string, body: unknown, now = Date.now()): CertView | Refusal {
+export function editCertificate(deps: AdminDeps, ctx: AdminContext, id: string, body: unknown, now = Date.now()): CertView | Refusal {
   if (!body || typeof body !== "object" || Array.isArray(body)) return refuse(400, "expected a JSON object { common_name?, description? }", "body");
   for (const k of Object.keys(body)) if (k !== "common_name" && k !== "description") return refuse(400, `${k}: only common_name and description can be edited`, k);
   if (id === "appliance" || id === "common" || id === "customer") return refuse(409, `the ${id} CA's names come from the CA itself and the config file; only uploaded certificates can be edited`, "id");
@@ -230,14 +230,14 @@ export function editCertificate(sup: Supervisor, ctx: AdminContext, id: string, 
     if (isRefusal(v)) return v;
     fields.description = v;
   }
-  return uploadedView(sup, ctx, ctx.certs.update(id, fields, now)!, now);
+  return uploadedView(deps, ctx, ctx.certs.update(id, fields, now)!, now);
 }
 
-export function deleteCertificate(sup: Supervisor, ctx: AdminContext, id: string): { id: string } | Refusal {
+export function deleteCertificate(deps: AdminDeps, ctx: AdminContext, id: string): { id: string } | Refusal {
   if (id === "appliance" || id === "common" || id === "customer") return refuse(409, `the ${id} CA cannot be deleted here`, "id");
   const row = ctx.certs.get(id);
   if (!row) return refuse(404, `no certificate ${id}`, "id");
-  const c = sup.config;
+  const c = deps.config;
   if (c.tls.ca === "customer" && same(ctx.certs.files(id).root, c.tls.ca_cert))
     return refuse(409, `certificate ${id} ("${row.common_name}") is assigned: assign another CA first`, "id");
   ctx.certs.remove(id);
@@ -245,11 +245,11 @@ export function deleteCertificate(sup: Supervisor, ctx: AdminContext, id: string
 }
 
 /** Make it the active CA through the same path as PUT /api/config, so that it persists in the config file. */
-export async function assignCertificate(sup: Supervisor, ctx: AdminContext, id: string): Promise<{ assigned: CertView; restart_required: string[] } | Refusal> {
+export async function assignCertificate(deps: AdminDeps, ctx: AdminContext, id: string): Promise<{ assigned: CertView; restart_required: string[] } | Refusal> {
   let tls: Record<string, unknown>;
   if (id === "appliance") tls = { ca: "appliance", ca_cert: null, ca_chain: null, ca_key: null };
   else if (id === "common" || id === "customer") {
-    if (sup.config.tls.ca !== id) return refuse(404, `no ${id} CA is configured`, "id");
+    if (deps.config.tls.ca !== id) return refuse(404, `no ${id} CA is configured`, "id");
     tls = {};
   } else {
     if (!ctx.certs.get(id)) return refuse(404, `no certificate ${id}`, "id");
@@ -257,8 +257,8 @@ export async function assignCertificate(sup: Supervisor, ctx: AdminContext, id: 
     if (!existsSync(f.root) || !existsSync(f.key)) return refuse(409, `the files of certificate ${id} are missing; upload it again`, "id");
     tls = { ca: "customer", ca_cert: f.root, ca_chain: f.chain, ca_key: f.key };
   }
-  const r = await commitConfig(sup, ctx, (c) => mergeConfig(c, { tls }));
-  const view = listCertificates(sup, ctx).find((v) => v.id === id)!;
+  const r = await commitConfig(deps, ctx, (c) => mergeConfig(c, { tls }));
+  const view = listCertificates(deps, ctx).find((v) => v.id === id)!;
   return { assigned: view, restart_required: r.restart_required };
 }
 

@@ -1,22 +1,22 @@
 /**
  * @module One path for every config change made through the management port (PUT /api/config, assigning a
  * certificate, reset): validate (the same `parseConfig` as the file, plus the patch volume on disk), apply live with
- * `sup.apply` (new connections get the new rules; established tunnels are untouched), then write the file as TOML.
+ * `deps.apply` (new connections get the new rules; established tunnels are untouched), then write the file as TOML.
  * A change that cannot be applied writes nothing; a file that cannot be written puts the previous config back.
  * A gateway started without a config file gets `<data_dir>/agate.toml` and keeps using it.
  */
 import { chmodSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Config } from "../core/config";
-import { ConfigError, ProxyError } from "../core/errors";
-import type { Supervisor } from "../supervisor/supervisor";
+import { ConfigError, ProxyError, type ErrorCode } from "../core/errors";
+import type { AdminDeps } from "./deps";
 import type { AdminContext } from "./context";
 import { configToToml } from "./toml";
 import { checkPatchVolume as checkVolume } from "../store/patch-volume";
 
 /**
  * DESIGN "Cache": patch mode needs its volume, of at least `patch.min_volume_bytes`, and says why not. The rule is
- * the store's (`store/patch-volume.ts`, also applied by `sup.apply`); here it also serves the wizard's dry run.
+ * the store's (`store/patch-volume.ts`, also applied by `deps.apply`); here it also serves the wizard's dry run.
  */
 export function checkPatchVolume(c: Config) {
   if (!c.patch.enabled) return;
@@ -40,34 +40,40 @@ export function writeFileAtomic(path: string, text: string, mode = 0o600) {
   renameSync(tmp, path);
 }
 
-/** A CA that does not check out fails inside `sup.apply` with a ProxyError or ConfigError: name the key. */
+/** The codes `loadActiveCa` throws for CA files that do not check out. */
+const CA_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(["PX_CA", "PX_CA_INVALID", "PX_CA_VALIDITY", "PX_CA_NOT_YET_VALID", "PX_CA_NAME", "PX_CA_EXPIRED"]);
+
+/**
+ * A CA that does not check out fails inside `deps.apply` with a ProxyError: through the admin API that is a config
+ * value breaking a rule (the admin named the files), so it becomes a ConfigError naming the key, answered 400 like
+ * every other refused config change, not the 500 an internal CA failure gets from statusFor.
+ */
 function asConfigError(e: unknown): unknown {
-  if (e instanceof ConfigError) return e;
-  if (e instanceof ProxyError && e.code.startsWith("PX_CA")) return new ConfigError("tls.ca_cert", e.message);
+  if (e instanceof ProxyError && CA_CODES.has(e.code)) return new ConfigError("tls.ca_cert", e.message);
   return e;
 }
 
 export type Committed = { file: string; restart_required: string[] };
 
 /** Serialised: two admins saving at once get one change after the other, each validated on the latest config. */
-export function commitConfig(sup: Supervisor, ctx: AdminContext, make: (current: Config) => Config): Promise<Committed> {
+export function commitConfig(deps: AdminDeps, ctx: AdminContext, make: (current: Config) => Config): Promise<Committed> {
   const run = ctx.configLock.then(async () => {
-    const prev = sup.config;
+    const prev = deps.config;
     const next = make(prev);
     checkPatchVolume(next);
     try {
-      await sup.apply(next);
+      await deps.apply(next);
     } catch (e) {
       throw asConfigError(e);
     }
-    const file = sup.configPath ?? join(sup.dataDir, "agate.toml");
+    const file = deps.configPath ?? join(deps.dataDir, "agate.toml");
     try {
       writeFileAtomic(file, configToToml(next));
     } catch (e) {
-      await sup.apply(prev);
+      await deps.apply(prev);
       throw new Error(`the change was not saved (cannot write ${file}: ${(e as Error).message}); the previous config is back`);
     }
-    if (!sup.configPath) sup.setConfigPath(file);
+    if (!deps.configPath) deps.setConfigPath(file);
     return { file, restart_required: restartRequired(prev, next) };
   });
   ctx.configLock = run.catch(() => undefined);

@@ -4,7 +4,8 @@
  * archives, and the periodic log clean-up. Made when the admin server starts, closed when it stops.
  */
 import { join } from "node:path";
-import type { Supervisor, StatsReport } from "../supervisor/supervisor";
+import type { AdminDeps, StatsReport } from "./deps";
+import { countCache } from "../core/cache-counts";
 import { StatsDb, type CounterSample } from "../store/stats-db";
 import { CertDb } from "../store/cert-db";
 import { cleanLogs } from "../store/log-store";
@@ -19,6 +20,8 @@ export const ARCHIVE_TTL_MS = 15 * 60_000;
 export type Archive = { bytes: Uint8Array; expires: number; name: string };
 
 export type AdminContext = {
+  /** the management port, once it listens (the config may say 0); the admin plane adds it to the ports it reports */
+  port: number;
   throttle: FailureThrottle;
   audit: AuditLog;
   stats: StatsDb;
@@ -38,26 +41,18 @@ export type AdminContext = {
 };
 
 /**
- * Bytes served to agents by the cache layers and bytes they fetched from origins, with hits and misses: the cache
- * port's (`workers/fill.ts`: bytes_served, bytes_fetched, hits, misses) plus patch mode's (`workers/patch.ts`:
- * bytes_served, bytes_fetched, slice_hits, slice_misses), from the supervisor's totals (which include workers that
- * have exited). Savings = served − fetched.
+ * /api/stats' `cache` block and the persisted samples: `countCache` of the supervisor's totals (which include
+ * workers that have exited), the same counting as health and /metrics. Savings = served − fetched.
  */
 export function cacheCounters(s: StatsReport): { served_bytes: number; fetched_bytes: number; hits: number; misses: number } {
-  const c = (s.totals.cache ?? {}) as Record<string, number>;
-  const p = (s.totals.patch ?? {}) as Record<string, unknown>;
-  const n = (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v : 0);
-  return {
-    served_bytes: n(c.bytes_served) + n(p.bytes_served),
-    fetched_bytes: n(c.bytes_fetched) + n(p.bytes_fetched),
-    hits: n(c.hits) + n(p.slice_hits),
-    misses: n(c.misses) + n(p.slice_misses),
-  };
+  const c = countCache(s.totals);
+  return { served_bytes: c.bytes_served, fetched_bytes: c.bytes_fetched, hits: c.hits, misses: c.misses };
 }
 
-export function makeAdminContext(sup: Supervisor): AdminContext {
-  const dataDir = sup.dataDir;
+export function makeAdminContext(deps: AdminDeps): AdminContext {
+  const dataDir = deps.dataDir;
   const ctx: AdminContext = {
+    port: deps.config.admin.port,
     throttle: new FailureThrottle(),
     audit: new AuditLog(join(dataDir, "audit.log")),
     stats: new StatsDb(join(dataDir, "stats.db")),
@@ -70,7 +65,7 @@ export function makeAdminContext(sup: Supervisor): AdminContext {
     sampleNow() {
       ctx.lastSample = Date.now();
       try {
-        const s = sup.stats();
+        const s = deps.stats();
         const c = cacheCounters(s);
         const sample: CounterSample = { tunnels: s.totals.totalTunnels, served: c.served_bytes, fetched: c.fetched_bytes, hits: c.hits, misses: c.misses };
         ctx.stats.sample(Date.now(), sample);
@@ -93,7 +88,7 @@ export function makeAdminContext(sup: Supervisor): AdminContext {
       ctx.closeStores();
     },
   };
-  sup.onClientIps((port, ips, now) => ctx.stats.recordIps(port, ips, now));
+  deps.onClientIps((port, ips, now) => ctx.stats.recordIps(port, ips, now));
   const sampler = setInterval(() => ctx.sampleNow(), SAMPLE_MS);
   const cleaner = setInterval(() => {
     const now = Date.now();

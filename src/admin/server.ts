@@ -9,10 +9,9 @@ import { randomBytes } from "node:crypto";
 import { unlinkSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import type { Supervisor } from "../supervisor/supervisor";
+import type { AdminDeps } from "./deps";
 import { apiError, handleApi } from "./api";
 import { makeAdminContext } from "./context";
-import { MAX_UPLOAD_BODY } from "./guard";
 import { loadCa, makeLeafKeys, mintLeaf } from "../core/certs";
 import { loadOrCreateApplianceCa } from "../store/ca-store";
 import { log } from "../log";
@@ -21,9 +20,9 @@ export type AdminServer = { port: number; url: string; stop(): void };
 
 type TlsEntry = { cert: string; key: string; serverName?: string };
 
-async function adminTls(sup: Supervisor): Promise<TlsEntry[]> {
-  const c = sup.config;
-  const pems = await loadOrCreateApplianceCa(sup.dataDir, c.gateway.name);
+async function adminTls(deps: AdminDeps): Promise<TlsEntry[]> {
+  const c = deps.config;
+  const pems = await loadOrCreateApplianceCa(deps.dataDir, c.gateway.name);
   const ca = await loadCa("appliance", { cert: pems.certPem, key: pems.keyPem });
   const keys = await makeLeafKeys();
   const now = new Date();
@@ -41,10 +40,10 @@ async function adminTls(sup: Supervisor): Promise<TlsEntry[]> {
   return out;
 }
 
-export async function startAdminServer(sup: Supervisor): Promise<AdminServer> {
-  const c = sup.config.admin;
-  const ctx = makeAdminContext(sup);
-  const tls = c.tls ? await adminTls(sup) : undefined;
+export async function startAdminServer(deps: AdminDeps): Promise<AdminServer> {
+  const c = deps.config.admin;
+  const ctx = makeAdminContext(deps);
+  const tls = c.tls ? await adminTls(deps) : undefined;
   const server = Bun.serve({
     hostname: c.listen,
     port: c.port,
@@ -56,7 +55,7 @@ export async function startAdminServer(sup: Supervisor): Promise<AdminServer> {
     fetch: async (req, srv) => {
       const addr = srv.requestIP(req)?.address ?? "unknown";
       try {
-        return await handleApi(req, sup, ctx, addr);
+        return await handleApi(req, deps, ctx, addr);
       } catch (e) {
         log("error", "admin API error", { error: String((e as Error)?.stack ?? e) });
         return apiError(500, "internal error; see the log");
@@ -68,9 +67,10 @@ export async function startAdminServer(sup: Supervisor): Promise<AdminServer> {
     },
   });
   const port = server.port ?? c.port;
+  ctx.port = port;
   const host = c.listen === "0.0.0.0" ? "127.0.0.1" : c.listen === "::" ? "[::1]" : c.listen.includes(":") ? `[${c.listen}]` : c.listen;
   const url = `${tls ? "https" : "http"}://${host}:${port}`;
-  const urlFile = join(sup.dataDir, "admin.url");
+  const urlFile = join(deps.dataDir, "admin.url");
   try {
     writeFileSync(urlFile, url + "\n");
   } catch {

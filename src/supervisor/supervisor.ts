@@ -1,82 +1,43 @@
 /**
- * @module The supervisor (main thread): owns the config, the worker pool, the aggregated stats and the
- * management server. Reload (SIGHUP or the admin API) validates first and keeps the old config on error;
- * SIGTERM drains: health turns 503 at once, listeners close, tunnels get `gateway.drain_grace_s`, exit 0.
+ * @module The supervisor (main thread): owns the config, the worker pool and the aggregated stats, and implements
+ * `AdminDeps` (admin/deps.ts) for the management plane, which `main.ts` starts with it; the two never import each
+ * other. Reload (SIGHUP or the admin API) validates first and keeps the old config on error; SIGTERM drains: health
+ * turns 503 at once, listeners close, tunnels get `gateway.drain_grace_s`.
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync, appendFileSync, statSync, renameSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync, appendFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import { type Config, parseConfig } from "../core/config";
 import { ConfigError } from "../core/errors";
+import { countCache } from "../core/cache-counts";
 import { BucketSeries, UniqueWindow } from "../core/stats-window";
 import { Pool } from "./pool";
 import { type WorkerCounters, type WorkerToSupervisor, emptyCounters } from "../workers/protocol";
 import { log, setLogSink } from "../log";
-import { startAdminServer, type AdminServer } from "../admin/server";
+import type { AdminDeps, HealthReport, ServicePorts } from "../admin/deps";
 import { loadActiveCa, type CaPems } from "../store/ca-store";
-import { Store } from "../store/store";
-import { cacheBudget, cacheDir, patchDir } from "../store/cache-paths";
+import { Store } from "../store/cache/store";
+import { cacheBudget, cacheDir, patchDir } from "../store/cache/paths";
 import { checkPatchVolume, volumeInfo } from "../store/patch-volume";
-import { topObjects, type ObjectReport } from "../store/cache-report";
+import { topObjects } from "../store/cache/report";
 import { DEFAULT_LOG_LIMITS, rotateLogFile } from "../store/log-store";
 
-import { VERSION } from "../version";
 const HOUR = 3600_000;
 const LOG_RING = 5000;
-const LOG_FILE_MAX = 50 * 1024 * 1024;
 
-export type Ports = { proxy: number; cache: number; admin: number };
+export type { HealthReport, StatsReport } from "../admin/deps";
+export type Ports = ServicePorts;
 
-export type Supervisor = {
-  readonly config: Config;
+/** AdminDeps, plus what only `main.ts` uses: the pool, the worker count, a CA change, and the drain. */
+export type Supervisor = AdminDeps & {
   readonly ports: Ports;
-  readonly startedAt: number;
-  readonly draining: boolean;
-  readonly token: string;
-  readonly ca: CaPems | null;
+  readonly workerCount: number;
   pool: Pool;
-  health(): HealthReport;
-  stats(): StatsReport;
-  recentLogs(): string[];
-  reloadFromFile(): Promise<{ ok: true } | { ok: false; error: string }>;
-  apply(next: Config): Promise<void>;
   /** Make `pems` the active CA (an assigned certificate): new handshakes use it at once, no restart. */
   setCa(pems: CaPems): void;
-  readonly configPath: string | null;
-  readonly dataDir: string;
+  /** Stop accepting, give open connections `gateway.drain_grace_s`, stop the workers, flush the log file. */
   drain(): Promise<void>;
-  crashWorker(index: number): boolean;
-  /** Admin: client IPs as the workers report them (every second), for the persisted 7-day series. */
-  onClientIps(cb: (port: "proxy" | "cache", ips: string[], now: number) => void): void;
-  /** Admin: the config file changes when a gateway started on the defaults first saves its config. */
-  setConfigPath(path: string): void;
 };
-
-export type HealthReport = {
-  status: "ok" | "degraded" | "draining" | "down";
-  health: "Normal" | "Degraded" | "Down";
-  reasons: string[];
-  workers: { alive: number; total: number };
-  uptime_s: number;
-  active_tunnels: number;
-  open_connections: number;
-  ports: Ports;
-  ca: { kind: string; common_name: string; not_after: string; expires_in_days: number | null } | null;
-  patch_volume: { path: string; size: number; used: number; free: number } | null;
-  cache: { hits: number; misses: number; collapsed: number; bytes_fetched: number; bytes_served: number; savings: number; active_agents_60m: number } | null;
-};
-
-export type StatsReport = {
-  totals: WorkerCounters;
-  unique_ips_60m: number;
-  active_agents_60m: number;
-  open_connections: number;
-  workers: { index: number; alive: boolean; starts: number; counters: WorkerCounters | null }[];
-  connections_over_time: { t: number; n: number }[];
-  /** per object: the cache's top objects by bytes served */
-  cache_objects: ObjectReport[];
-};
-
 
 function addCounters(into: WorkerCounters, c: WorkerCounters, withActive: boolean) {
   if (withActive) {
@@ -106,6 +67,11 @@ function addCounters(into: WorkerCounters, c: WorkerCounters, withActive: boolea
       }
     }
   }
+}
+
+/** Health's cache block: the one counting (`countCache`, as /api/stats and /metrics), plus agents seen in 60 minutes. */
+export function cacheHealth(t: WorkerCounters, activeAgents60m: number): NonNullable<HealthReport["cache"]> {
+  return { ...countCache(t), active_agents_60m: activeAgents60m };
 }
 
 /** Read and validate a TOML config file; errors name the file, the key and the rule. */
@@ -279,15 +245,14 @@ export async function startSupervisor(opts: { config: Config; configPath: string
     return t;
   };
 
-  let admin: AdminServer;
-
   const sup: Supervisor = {
     get config() {
       return config;
     },
     get ports() {
-      return { ...ports, admin: admin?.port ?? 0 };
+      return { ...ports };
     },
+    workerCount,
     startedAt,
     get draining() {
       return draining;
@@ -330,17 +295,7 @@ export async function startSupervisor(opts: { config: Config; configPath: string
         ports: sup.ports,
         ca: ca && { kind: ca.kind, common_name: ca.commonName, not_after: new Date(ca.notAfter).toISOString(), expires_in_days: caDays },
         patch_volume: patch,
-        cache: config.cache.enabled
-          ? {
-              hits: t.cache?.hits ?? 0,
-              misses: t.cache?.misses ?? 0,
-              collapsed: t.cache?.collapsed ?? 0,
-              bytes_fetched: (t.cache?.bytes_fetched ?? 0) + ((t.patch?.bytes_fetched as number) ?? 0),
-              bytes_served: (t.cache?.bytes_served ?? 0) + ((t.patch?.bytes_served as number) ?? 0),
-              savings: (t.cache?.bytes_served ?? 0) + ((t.patch?.bytes_served as number) ?? 0) - (t.cache?.bytes_fetched ?? 0) - ((t.patch?.bytes_fetched as number) ?? 0),
-              active_agents_60m: cacheIps.count(Date.now()),
-            }
-          : null,
+        cache: config.cache.enabled ? cacheHealth(t, cacheIps.count(Date.now())) : null,
       };
     },
     stats() {
@@ -375,7 +330,7 @@ export async function startSupervisor(opts: { config: Config; configPath: string
         if (!v.ok) throw new ConfigError(v.key, v.reason);
       }
       const nextCa = await loadActiveCa(next); // a CA that does not check out keeps the running config
-      const nextPorts = resolvePorts(next, { config, ports: { ...ports, admin: 0 } });
+      const nextPorts = resolvePorts(next, { config, ports });
       config = next;
       ports = nextPorts;
       ca = nextCa;
@@ -409,7 +364,6 @@ export async function startSupervisor(opts: { config: Config; configPath: string
       await pool.terminate(1000);
       flushFile();
       for (const t of timers) clearInterval(t);
-      admin?.stop();
     },
     crashWorker(index: number) {
       if (index < 0 || index >= workerCount) return false;
@@ -418,14 +372,5 @@ export async function startSupervisor(opts: { config: Config; configPath: string
     },
   };
 
-  admin = await startAdminServer(sup);
-  log("info", "listening", {
-    proxy: ports.proxy,
-    cache: config.cache.enabled ? ports.cache : null,
-    admin: admin.port,
-    workers: workerCount,
-    data_dir: dataDir,
-    version: VERSION,
-  });
   return sup;
 }

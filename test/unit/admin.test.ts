@@ -14,6 +14,13 @@ import { cleanLogs, readLogLinesNewestFirst, rotateLogFile, rotatedFiles, type L
 import { DAY, StatsDb } from "../../src/store/stats-db";
 import { makeOneTimePassword, openArchive, sealArchive } from "../../src/admin/diagnostics";
 import { partialFromAssignments } from "../../src/cli/main";
+import { countCache } from "../../src/core/cache-counts";
+import { handleApi } from "../../src/admin/api";
+import { makeAdminContext } from "../../src/admin/context";
+import type { AdminDeps, HealthReport, StatsReport } from "../../src/admin/deps";
+import { cacheHealth } from "../../src/supervisor/supervisor";
+import { emptyCounters, type WorkerCounters } from "../../src/workers/protocol";
+import { ProxyError, statusFor } from "../../src/core/errors";
 
 const tmp = (p: string) => mkdtempSync(join(tmpdir(), p));
 
@@ -153,5 +160,95 @@ describe("CLI KEY=VALUE", () => {
       hosts: { "b.example": "10.0.0.2" },
     });
     expect(partialFromAssignments(cur, ["upstream_proxy.host=proxy.corp", "upstream_proxy.port=3128"])).toEqual({ upstream_proxy: { host: "proxy.corp", port: 3128 } });
+  });
+});
+
+describe("one counting of cache hits", () => {
+  // whole objects on the cache port and slices in patch mode: health once counted only the former, metrics both
+  const totals = (): WorkerCounters => ({
+    ...emptyCounters(),
+    cache: { hits: 5, misses: 2, collapsed: 1, bytes_served: 5000, bytes_fetched: 2000 },
+    patch: { slice_hits: 7, slice_misses: 3, slice_collapsed: 4, bytes_served: 700, bytes_fetched: 300, by_host: { "x.example": { fetched: 300, served: 700 } } },
+  });
+
+  test("countCache adds patch slices to whole objects, and ignores what is not a number", () => {
+    expect(countCache(totals())).toEqual({ hits: 12, misses: 5, collapsed: 5, bytes_served: 5700, bytes_fetched: 2300, savings: 3400 });
+    expect(countCache({})).toEqual({ hits: 0, misses: 0, collapsed: 0, bytes_served: 0, bytes_fetched: 0, savings: 0 });
+    expect(countCache({ cache: { hits: Number.NaN }, patch: { slice_hits: "3" } })).toMatchObject({ hits: 0 });
+  });
+
+  test("/healthz, /api/stats and /metrics report the same hits, misses and bytes for the same totals", async () => {
+    const dir = tmp("agate-counts-");
+    const t = totals();
+    const health: HealthReport = {
+      status: "ok", health: "Normal", reasons: [], workers: { alive: 1, total: 1 }, uptime_s: 1, active_tunnels: 0, open_connections: 0,
+      ports: { proxy: 1, cache: 2 }, ca: null, patch_volume: null, cache: cacheHealth(t, 1), // the supervisor's own counting
+    };
+    const stats: StatsReport = { totals: t, unique_ips_60m: 0, active_agents_60m: 1, open_connections: 0, workers: [], connections_over_time: [], cache_objects: [] };
+    const deps = {
+      config: parseConfig({ gateway: { data_dir: dir }, admin: { port: 0, token: "test-token-0123456789abcdef" } }),
+      ports: { proxy: 1, cache: 2 }, startedAt: 0, draining: false, token: "test-token-0123456789abcdef", ca: null, configPath: null, dataDir: dir,
+      health: () => health, stats: () => stats, recentLogs: () => [], reloadFromFile: async () => ({ ok: true }), apply: async () => {},
+      setConfigPath: () => {}, crashWorker: () => false, onClientIps: () => {},
+    } satisfies AdminDeps;
+    const ctx = makeAdminContext(deps);
+    try {
+      const ask = (path: string) => handleApi(new Request(`http://127.0.0.1${path}`, { headers: { authorization: "Bearer test-token-0123456789abcdef" } }), deps, ctx, "127.0.0.1");
+      const h = await (await ask("/healthz")).json();
+      const s = await (await ask("/api/stats")).json();
+      const m = await (await ask("/metrics")).text();
+      const metric = (name: string) => Number(new RegExp(`^${name.replace(/[{}"]/g, "\\$&")} (\\d+)$`, "m").exec(m)?.[1]);
+      const fromHealth = { hits: h.cache.hits, misses: h.cache.misses, served: h.cache.bytes_served, fetched: h.cache.bytes_fetched };
+      const fromStats = { hits: s.cache.hits, misses: s.cache.misses, served: s.cache.served_bytes, fetched: s.cache.fetched_bytes };
+      const fromMetrics = {
+        hits: metric('agate_cache_requests_total{result="hit"}'),
+        misses: metric('agate_cache_requests_total{result="miss"}'),
+        served: metric('agate_cache_bytes_total{kind="served"}'),
+        fetched: metric('agate_cache_bytes_total{kind="fetched"}'),
+      };
+      expect(fromHealth).toEqual({ hits: 12, misses: 5, served: 5700, fetched: 2300 });
+      expect(fromStats).toEqual(fromHealth);
+      expect(fromMetrics).toEqual(fromHealth);
+      expect(h.cache.savings).toBe(3400);
+    } finally {
+      ctx.close();
+    }
+  });
+});
+
+describe("statuses of errors that reach the admin API", () => {
+  const TOKEN = "test-token-0123456789abcdef";
+  const withApi = async (apply: AdminDeps["apply"], run: (put: (body: unknown) => Promise<Response>) => Promise<void>) => {
+    const dir = tmp("agate-status-");
+    const health = { status: "ok", health: "Normal", reasons: [], workers: { alive: 1, total: 1 }, uptime_s: 1, active_tunnels: 0, open_connections: 0, ports: { proxy: 1, cache: 2 }, ca: null, patch_volume: null, cache: null } satisfies HealthReport;
+    const deps = {
+      config: parseConfig({ gateway: { data_dir: dir }, admin: { port: 0, token: TOKEN } }),
+      ports: { proxy: 1, cache: 2 }, startedAt: 0, draining: false, token: TOKEN, ca: null, configPath: null, dataDir: dir,
+      health: () => health, stats: (): StatsReport => ({ totals: emptyCounters(), unique_ips_60m: 0, active_agents_60m: 0, open_connections: 0, workers: [], connections_over_time: [], cache_objects: [] }), recentLogs: () => [], reloadFromFile: async () => ({ ok: true }) as const, apply,
+      setConfigPath: () => {}, crashWorker: () => false, onClientIps: () => {},
+    } satisfies AdminDeps;
+    const ctx = makeAdminContext(deps);
+    try {
+      await run((body) => handleApi(new Request("http://127.0.0.1/api/config", { method: "PUT", headers: { authorization: `Bearer ${TOKEN}` }, body: JSON.stringify(body) }), deps, ctx, "127.0.0.1"));
+    } finally {
+      ctx.close();
+    }
+  };
+
+  test("a ProxyError keeps its code and gets its status from statusFor", async () => {
+    const e = new ProxyError("PX_DRAINING", "internal", "shutting down");
+    await withApi(async () => { throw e; }, async (put) => {
+      const r = await put({ proxy: { port: 1081 } });
+      expect({ status: r.status, body: await r.json() }).toEqual({ status: statusFor(e), body: { error: "shutting down", code: "PX_DRAINING" } });
+      expect(r.status).toBe(503);
+    });
+  });
+
+  test("a CA that does not check out is a refused config value naming tls.ca_cert (400), not an internal 500", async () => {
+    await withApi(async () => { throw new ProxyError("PX_CA_INVALID", "internal", "customer CA: the key file holds no private key"); }, async (put) => {
+      const r = await put({ proxy: { port: 1081 } });
+      expect(r.status).toBe(400);
+      expect(await r.json()).toEqual({ error: "tls.ca_cert: customer CA: the key file holds no private key", field: "tls.ca_cert" });
+    });
   });
 });
