@@ -2,7 +2,7 @@
  * @module The two mechanisms every socket path shares, written once (issue 8 §7):
  * - `writeOrPend` / `flushPending`: write what the socket takes now, keep the rest as the writer's pending bytes,
  *   and flush them from `drain` — behind the tunnel, the TLS Duplex, the origin client and the HTTP session.
- * - `HeadAccumulator`: "buffer until the head is complete", checked against the byte limit as bytes arrive.
+ * - `HeadAccumulator` (defined in core/bytes.ts): "buffer until the head is complete", checked as bytes arrive.
  *
  * Bun's `socket.write` returns how many bytes the kernel took (-1 when closed); what it did not take is ours to keep,
  * and Bun may reuse the read buffer it handed us once the data callback returns, so kept bytes are copies.
@@ -51,27 +51,5 @@ export function flushPending(sock: Writable, box: Outbox): boolean {
   return true;
 }
 
-/**
- * Bytes of a head that has not arrived whole yet. `push` returns everything buffered so far (the new bytes alone,
- * without a copy, when nothing was buffered); `keep` stores it when the parser said NEED_MORE.
- */
-export class HeadAccumulator {
-  #buf: Uint8Array | null = null;
-
-  get size(): number {
-    return this.#buf?.byteLength ?? 0;
-  }
-
-  push(data: Uint8Array): Uint8Array {
-    return this.#buf ? concat(this.#buf, data) : data;
-  }
-
-  /** The parser needs more: keep `all` (a copy when it is still the socket's buffer). */
-  keep(all: Uint8Array, data: Uint8Array): void {
-    this.#buf = all === data ? data.slice() : all;
-  }
-
-  clear(): void {
-    this.#buf = null;
-  }
-}
+/** The one head accumulator lives in core (the sans-IO session uses it too); shells import it from here or there. */
+export { HeadAccumulator } from "../core/bytes";

@@ -4,28 +4,53 @@
  * cache-port request story, to fills and to the origin client. No module in `src/workers` keeps mutable state of
  * its own beyond the Bun handler objects; what changes on a config push changes here.
  *
- * Types only, plus the factory: it imports nothing that imports it, so it sits below every worker module.
+ * Types only: it imports nothing that imports it, so it sits below every worker module. `ClientConn` lives here so
+ * that the listener (layer 1) and the interception code (layer 2) share it without importing each other.
  */
 import type { Config } from "../core/config";
 import type { Policy } from "../core/policy";
+import type { ConnSession } from "../core/conn-session";
 import type { WorkerCounters } from "./protocol";
+import type { PipeEnd } from "./tunnel";
+import type { SecureContext } from "node:tls";
+import type { Ca, LeafKeys } from "../core/certs";
+import type { LeafCache } from "../core/cert-cache";
+import type { MinTls } from "../core/config";
+import type { Store } from "../store/cache/store";
+import type { Origins } from "./origin-client";
 
 /** Milliseconds since the epoch. The worker passes `Date.now`; session tests pass a fixed clock. */
 export type Clock = () => number;
 
 /**
- * Per-worker services. TODO(issue 8, layer 2): give each its concrete type from a module that does not import this
- * one (no import circles, `import type` included).
+ * TLS termination state of one worker (workers/intercept.ts uses it): the active CA, the one leaf key pair, leaves
+ * and secure contexts cached per host. Defined here, not in intercept.ts, so this file imports nothing that imports it.
  */
+export type TlsState = {
+  ca: Ca | null;
+  /** short hash of the active CA's certificate: a new one drops the cached leaves */
+  caId: string;
+  leafKeys: LeafKeys | null;
+  leaves: LeafCache;
+  contexts: Map<string, SecureContext>;
+  minTls: MinTls;
+  leafDir: string | null;
+  /** leaves this worker minted (not read from disk) */
+  mints: number;
+};
+
+/** Per-worker services (layer 2): concrete types from modules that do not import this one. */
 export type WorkerServices = {
   /** cache mode's whole-object store (src/store/cache), null when cache mode is off */
-  cacheStore: unknown;
+  cacheStore: Store | null;
   /** patch mode's sliced store on the patch volume, null when patch mode is off */
-  patchStore: unknown;
+  patchStore: Store | null;
+  /** patch slices whose SHA-256 this worker checked since it opened the patch store */
+  patchVerified: Set<string>;
   /** TLS termination state: the active CA, leaf keys, leaf cache (workers/intercept.ts) */
-  tls: unknown;
-  /** kept-alive connections to origins (workers/origin-client.ts) */
-  origins: unknown;
+  tls: TlsState;
+  /** kept-alive connections to origins (workers/origin-client.ts), or a test's double */
+  origins: Origins;
 };
 
 export type WorkerRuntime = WorkerServices & {
@@ -37,6 +62,8 @@ export type WorkerRuntime = WorkerServices & {
   draining: boolean;
   /** Int32Array over the supervisor's SharedArrayBuffer: [0] = appliance-wide, [1+i] = worker i */
   admission: Int32Array | null;
+  /** the cache port can terminate TLS (cache mode on and a CA loaded); conn-session reads it */
+  intercepting: boolean;
   /** exact time for logs, durations and freshness */
   now: Clock;
   /** request and connection ids (one hyperid per worker) */
@@ -46,3 +73,28 @@ export type WorkerRuntime = WorkerServices & {
   proxyIps: Set<string>;
   cacheIps: Set<string>;
 };
+
+/**
+ * What layer 2 installs on an intercepted connection: the listener calls these from the socket's handlers
+ * (bytes from the agent, the socket can take more, the agent's FIN, the socket closed).
+ */
+export type InterceptHandle = {
+  onData(bytes: Uint8Array): void;
+  onDrain(): void;
+  onEnd(): void;
+  destroy(): void;
+};
+
+/**
+ * The state of one accepted socket on the proxy or cache port: the sans-IO session's fields (core/conn-session)
+ * plus what the shell keeps. The byte counts are exact: `bytesIn` is every byte the agent sent, `bytesOut` (the
+ * Outbox of `writeOrPend`) every byte the socket took towards the agent, refusals and `200 Connection
+ * established` included. Layer 2 writes to the agent only through `writeOrPend(sock, conn, bytes)`.
+ */
+export type ClientConn = ConnSession &
+  PipeEnd & {
+    /** bytes received from the agent */
+    bytesIn: number;
+    /** set by layer 2 when the connection is intercepted */
+    intercept: InterceptHandle | null;
+  };

@@ -11,7 +11,7 @@ import type { Target } from "../core/types";
 import { NEED_MORE, parseResponseHead } from "../core/http1/head";
 import { decideAddress, type Policy } from "../core/policy";
 import { type PipeEnd, makePipeEnd } from "./tunnel";
-import { concat } from "../core/bytes";
+import { HeadAccumulator } from "./pipe";
 
 /** Origin-side state. During the proxy handshake `hs` is set; afterwards the socket is a plain pipe end. */
 export type OriginConn = PipeEnd & {
@@ -20,7 +20,8 @@ export type OriginConn = PipeEnd & {
 };
 
 type Handshake = {
-  buf: Uint8Array | null;
+  /** the upstream proxy's answer head, until it is whole */
+  head: HeadAccumulator;
   resolve: (r: Dialled) => void;
   reject: (e: ProxyError) => void;
   via: string;
@@ -68,13 +69,8 @@ async function connectWithTimeout(
   const data: OriginConn = { ...makePipeEnd(opts.now), side: "origin", hs: null };
   let timer: ReturnType<typeof setTimeout> | undefined;
   let timedOut = false;
-  const p = Bun.connect<OriginConn>({
-    hostname,
-    port,
-    data,
-    allowHalfOpen: true,
-    socket: opts.handlers,
-  } as Parameters<typeof Bun.connect<OriginConn>>[0]);
+  const connectOpts: Bun.TCPSocketConnectOptions<OriginConn> = { hostname, port, data, allowHalfOpen: true, socket: opts.handlers };
+  const p = Bun.connect<OriginConn>(connectOpts);
   const deadline = new Promise<never>((_, rej) => {
     timer = setTimeout(() => {
       timedOut = true;
@@ -122,7 +118,7 @@ export async function dialTarget(target: Target, opts: DialOptions): Promise<Dia
       reject(new ProxyError("PX_UPSTREAM_TIMEOUT", "upstream", `${via} did not answer CONNECT ${authority} within ${opts.config.proxy.connect_timeout_s}s`));
     }, opts.config.proxy.connect_timeout_s * 1000);
     sock.data.hs = {
-      buf: null,
+      head: new HeadAccumulator(),
       via,
       target,
       resolve: (r) => (clearTimeout(timer), resolve(r)),
@@ -132,10 +128,10 @@ export async function dialTarget(target: Target, opts: DialOptions): Promise<Dia
   });
 }
 
-/** Origin `data` while the upstream proxy handshake is in progress. Returns true when the bytes were consumed. */
+/** Origin `data` while the upstream proxy handshake is in progress. */
 export function onHandshakeData(sock: Socket<OriginConn>, chunk: Uint8Array): void {
   const hs = sock.data.hs!;
-  const buf = hs.buf ? concat(hs.buf, chunk) : chunk.slice();
+  const buf = hs.head.push(chunk);
   let res;
   try {
     res = parseResponseHead(buf);
@@ -146,9 +142,10 @@ export function onHandshakeData(sock: Socket<OriginConn>, chunk: Uint8Array): vo
     return;
   }
   if (res === NEED_MORE) {
-    hs.buf = buf;
+    hs.head.keep(buf, chunk);
     return;
   }
+  hs.head.clear();
   sock.data.hs = null;
   if (res.status === 200) {
     const leftover = buf.byteLength > res.headBytes ? buf.slice(res.headBytes) : null;

@@ -2,37 +2,51 @@
  * @module Worker thread entry: on init, listen on the proxy port (and the cache port when cache mode is on)
  * with reusePort so the kernel spreads agents across workers; report counters every second; follow config
  * pushes (re-listening only when a port changes, so established tunnels stay up); drain on request.
+ * It builds the one WorkerRuntime (runtime.ts) at init and passes it down; a config push updates it in place.
  */
 import type { TCPSocketListener } from "bun";
-import { type SupervisorToWorker, type WorkerToSupervisor, decode, encode } from "./protocol";
-import { type ClientConn, cacheHandlers, closeAll, proxyHandlers, rt, setConfig, startDrain, sweep } from "./listener";
+import hyperid from "hyperid";
+import { type SupervisorToWorker, type WorkerToSupervisor, decode, emptyCounters, encode } from "./protocol";
+import { makeListener, type Listener } from "./listener";
+import type { ClientConn, WorkerRuntime } from "./runtime";
 import { log, setLogSink } from "../log";
-import { leafMints, setTlsConfig } from "./intercept";
-import { originReuses } from "./origin-client";
-import { onIntercept } from "./cache-port";
 import type { CaPems } from "../store/ca-store";
 import type { Config } from "../core/config";
-import { cacheCounters, closeCacheStore, openCacheStore, serveCacheable } from "./fill";
-import { closePatchStore, openPatchStore, patchCounters } from "./patch";
-import { setCacheLayer } from "./http-session";
+import { compilePolicy } from "../core/policy";
+import { applyCacheMode, cacheReport, makeCacheServices } from "./cache-request";
 
-let bootId = "";
+/** The one runtime of this worker, and its listening side; both made at init. */
+let rt: WorkerRuntime;
+let listener: Listener;
 
-/** Cache mode: the active CA for leaves, and the interception entry point on the cache port. */
+function makeRuntime(m: Extract<SupervisorToWorker, { t: "init" }>, admission: SharedArrayBuffer | undefined): WorkerRuntime {
+  return {
+    // layer 2's services: no store open, no CA, an empty origin pool (applyCacheMode fills them in)
+    ...makeCacheServices(),
+    index: m.index,
+    bootId: m.bootId,
+    config: m.config,
+    policy: compilePolicy(m.config),
+    draining: false,
+    admission: admission ? new Int32Array(admission) : null,
+    intercepting: false,
+    // Exact time: durations in the logs are what the agent saw (the 1-second coarse clock made them up to 1 s off).
+    now: Date.now,
+    makeId: hyperid({ urlSafe: true }),
+    counters: emptyCounters(),
+    proxyIps: new Set(),
+    cacheIps: new Set(),
+  };
+}
+
+function setConfig(config: Config) {
+  rt.config = config;
+  rt.policy = compilePolicy(config);
+}
+
+/** Cache mode: the active CA for leaves, and interception on the cache port. */
 async function applyCache(config: Config, ca: CaPems | null) {
-  if (config.cache.enabled && ca) {
-    await setTlsConfig(ca, config.cache.min_tls, config.gateway.data_dir);
-    openCacheStore(config, rt.index, bootId);
-    if (config.patch.enabled) openPatchStore(config, rt.index, bootId);
-    else closePatchStore();
-    setCacheLayer(serveCacheable);
-    rt.onIntercept = onIntercept;
-  } else {
-    // Cache mode off (or reset): release the stores so their directories can be removed or reused.
-    rt.onIntercept = null;
-    closeCacheStore();
-    closePatchStore();
-  }
+  await applyCacheMode(rt, config, ca); // sets rt.intercepting too
 }
 
 declare const self: Worker;
@@ -58,11 +72,10 @@ const bound = { proxy: 0, cache: 0 };
 let timers: ReturnType<typeof setInterval>[] = [];
 
 function listen(kind: "proxy" | "cache", hostname: string, port: number) {
-  const handlers = kind === "proxy" ? proxyHandlers : cacheHandlers;
-  const l = Bun.listen<ClientConn>({ hostname, port, reusePort: true, allowHalfOpen: true, socket: handlers } as Parameters<
-    typeof Bun.listen<ClientConn>
-  >[0]);
-  return l;
+  const handlers = kind === "proxy" ? listener.proxyHandlers : listener.cacheHandlers;
+  // reusePort spreads agents across workers (Linux); bun-types does not declare it on the TCP options yet.
+  const opts: Bun.TCPSocketListenOptions<ClientConn> & { reusePort: boolean } = { hostname, port, reusePort: true, allowHalfOpen: true, socket: handlers };
+  return Bun.listen<ClientConn>(opts);
 }
 
 /** Bind what the config asks for; a port that changed gets a new listener, the old one stops accepting only. */
@@ -89,7 +102,7 @@ function applyPorts(ports: { proxy: number; cache: number }) {
 }
 
 function report() {
-  const counters = { ...rt.counters, refusals: { ...rt.counters.refusals }, errors: { ...rt.counters.errors }, cache: { ...cacheCounters(), leaf_mints: leafMints(), origin_reuses: originReuses() }, patch: JSON.parse(JSON.stringify(patchCounters())) };
+  const counters = { ...rt.counters, refusals: { ...rt.counters.refusals }, errors: { ...rt.counters.errors }, ...cacheReport(rt) };
   post({
     t: "stats",
     index: rt.index,
@@ -107,10 +120,8 @@ self.onmessage = async (ev: MessageEvent) => {
   const m = decode<SupervisorToWorker>(msg);
   switch (m.t) {
     case "init": {
-      rt.index = m.index;
-      bootId = m.bootId;
-      if (admission) rt.admission = new Int32Array(admission);
-      setConfig(m.config);
+      rt = makeRuntime(m, admission);
+      listener = makeListener(rt);
       try {
         await applyCache(m.config, m.ca);
         applyPorts(m.ports);
@@ -118,7 +129,7 @@ self.onmessage = async (ev: MessageEvent) => {
         post({ t: "listen-error", index: m.index, message: (e as Error).message });
         return;
       }
-      timers.push(setInterval(() => sweep(Date.now()), 1000));
+      timers.push(setInterval(() => listener.sweep(rt.now()), 1000));
       timers.push(setInterval(report, 1000));
       timers.push(setInterval(flushLogs, 100));
       post({ t: "ready", index: rt.index, ports: { ...bound } });
@@ -137,7 +148,7 @@ self.onmessage = async (ev: MessageEvent) => {
     case "drain": {
       listeners.proxy?.stop(false);
       listeners.cache?.stop(false);
-      startDrain();
+      listener.startDrain();
       report();
       flushLogs();
       return;
@@ -149,7 +160,7 @@ self.onmessage = async (ev: MessageEvent) => {
       }, 0);
       return;
     case "stop": {
-      closeAll("shutdown");
+      listener.closeAll("shutdown");
       listeners.proxy?.stop(true);
       listeners.cache?.stop(true);
       report();
