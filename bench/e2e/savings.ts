@@ -48,6 +48,7 @@ import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { ROOT, startGateway, type Gateway } from "../../test/peers/gateway";
 import { makeTestPki, type TestPki } from "../../test/peers/test-ca";
+import { waitFor } from "../../test/peers/helpers";
 import { MANIFEST_BYTES, artifactBytes, sha256Hex } from "./artifact";
 import { type Child, type CpuTimes, cpuTimes, median, ratio, round, rssKB, spawnChild, stopChildren } from "./children";
 import { type Check, checkLines, docHead, finishRun, forEachFlag, machineInfo, makeLog, makeUsage, onInterrupt, p50p99, resultFile, verdictLines } from "./harness";
@@ -669,7 +670,7 @@ async function main() {
     const env: Env = { opts, pki, origin, originPort, gw, gatewayCaPath };
     doc.machine.gatewayIdleRssKB = rssKB(gw.proc.pid);
     // Counters come from the workers' first report (once a second): wait for it, so deltas start at a real zero.
-    for (let i = 0; i < 50 && !(await cacheTotals(env, false)); i++) await Bun.sleep(100);
+    await waitFor(() => cacheTotals(env, false), { timeoutMs: 5000, what: "the workers' first counter report", everyMs: 100 });
     const manifest = artifact("manifest.bin", opts.size);
     log(`fetch: ${opts.agents} agents × ${opts.size} bytes, ${opts.concurrency} at a time, ${opts.rounds} round(s)`);
     doc.fetch = await runFetch(env, manifest);

@@ -9,9 +9,9 @@ import {
   type Headers,
   type StoredResponse,
   isStorable,
-  lookupPhase,
   parseCacheControl,
 } from "../../src/core/cache/freshness";
+import { lookupPhase } from "../../src/core/cache/plan";
 import { primaryKey, varyKey } from "../../src/core/cache/key";
 
 const ITERATIONS = Math.min(Math.max(Number(process.argv[2] ?? 200_000) || 200_000, 1_000), 10_000_000);

@@ -1,29 +1,42 @@
 /**
- * @module HTTP/1.1 inside the cache port: after TLS termination (or for plain absolute-form requests), read
- * requests one at a time — keep-alive, chunked bodies, `Expect: 100-continue`, pipelined requests answered in
- * order — and hand each to the cache (fill.ts) or stream it through to the origin without buffering it whole.
+ * @module HTTP/1.1 framing inside the cache port, and nothing else: after TLS termination (or for plain
+ * absolute-form requests), read requests one at a time — keep-alive, chunked bodies, `Expect: 100-continue`,
+ * pipelined requests answered in order — and hand each to the request story with a `Responder` (how it answers)
+ * and a `RequestBody` (its body, streamed on demand with back-pressure). What happens to a request is
+ * `cache-request.ts`'s business; intercept.ts passes it in as `handle` so framing never imports the story it
+ * serves (the story's helpers import these types: an import the other way would be a circle).
  */
 import type { Duplex } from "node:stream";
 import { ProxyError, statusFor } from "../core/errors";
 import { type Headers, type RequestHead, NEED_MORE, getHeader, parseRequestHead } from "../core/http1/head";
 import { BodyDecoder, encodeChunk, framingForRequest, lastChunk, type Framing } from "../core/http1/body";
 import { makeErrorResponse, serializeResponseHead } from "../core/http1/serialize";
-import { parseAuthority } from "../core/connect";
-import { decide, decideClient } from "../core/policy";
 import type { Target, Verdict } from "../core/types";
-import { type ExchangeHandle, startExchange, stripHopByHop } from "./origin-client";
-import { log } from "../log";
-import { invalidateAfter } from "./fill";
-import type { ClientConn } from "./listener";
-import { rt } from "./listener";
 import { concat } from "../core/bytes";
+import { log } from "../log";
+import type { ClientConn, WorkerRuntime } from "./runtime";
 
 const MAX_PIPELINE_BUFFER = 1024 * 1024;
 /** Bytes queued on the socket stream under TLS before writers wait (measured: without it a fast disk read piles up GBs). */
 const RAW_HIGH_WATER = 256 * 1024;
 const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
 
-/** One request as the cache layer sees it. */
+/** One request as it came off the wire, with what the connection knows about it. */
+export type IncomingRequest = {
+  head: RequestHead;
+  /** "https" inside an intercepted CONNECT; "http" for a plain absolute-form request */
+  scheme: "https" | "http";
+  /** the CONNECT target (https), null for plain http */
+  connectTarget: Target | null;
+  /** the CONNECT's verdict (https), null for plain http: the policy decides per request */
+  connectVerdict: Verdict | null;
+  /** the connection's id and the agent's address */
+  connId: string;
+  clientIp: string;
+  clientPort: number;
+};
+
+/** One routed request as the cache layer sees it. */
 export type HttpRequest = {
   method: string;
   url: string; // absolute, normalised by the cache key later
@@ -34,7 +47,6 @@ export type HttpRequest = {
   version: "1.0" | "1.1";
   verdict: Verdict;
   body: Framing;
-  started: number;
 };
 
 /** How the cache layer answers: a head, then body chunks with back-pressure, then the end. */
@@ -44,32 +56,54 @@ export type Responder = {
   end(): void;
   /** called once when the client can take more after write() returned false */
   onDrain(f: () => void): void;
+  /** answer `status` with a short text body, or cut the connection when the head was sent already */
   error(status: number, reason: string): void;
   readonly closed: boolean;
+  /** the status sent (0 before any) and the bytes written towards the agent (head and body), for the access log */
+  readonly status: number;
+  readonly bytesOut: number;
 };
 
-export type CacheLayer = (req: HttpRequest, res: Responder, session: HttpSession) => Promise<void> | void;
+/** Where a request body goes: the origin exchange (origin-client's ExchangeHandle has this shape). */
+export type BodySink = {
+  writeBody(chunk: Uint8Array): boolean;
+  endBody(): void;
+  /** the agent left mid-body */
+  abort(): void;
+  set onWritable(f: (() => void) | null);
+};
 
-let cacheLayer: CacheLayer | null = null;
-export const setCacheLayer = (f: CacheLayer) => (cacheLayer = f);
+/** The request's body, read from the agent only once someone wants it. */
+export type RequestBody = {
+  readonly framing: Framing;
+  /** Stream the body to `sink` (answering `Expect: 100-continue` first), pausing the agent while the sink is full. */
+  pipeTo(sink: BodySink): void;
+  /** body bytes read so far (after de-framing) */
+  readonly bytes: number;
+};
+
+export type RequestHandler = (rt: WorkerRuntime, inc: IncomingRequest, res: Responder, body: RequestBody) => Promise<void>;
 
 export class HttpSession {
   private buf: Uint8Array | null = null;
   private busy = false;
   closed = false;
   private bodyDecoder: BodyDecoder | null = null;
-  private bodyExchange: ExchangeHandle | null = null;
-  private bodyDone: (() => void) | null = null;
+  private bodySink: BodySink | null = null;
+  private bodyBytes = 0;
   private drainWaiters: (() => void)[] = [];
+  private clientEnded = false;
   requests = 0;
 
   constructor(
+    readonly rt: WorkerRuntime,
     readonly io: Duplex,
     readonly conn: ClientConn,
     readonly scheme: "https" | "http",
     readonly connectTarget: Target | null,
     /** the socket's own stream under TLS: node:tls does not pass its back-pressure up, so we watch it too */
-    readonly raw: Duplex = io,
+    readonly raw: Duplex,
+    readonly handle: RequestHandler,
   ) {
     if (raw !== io) raw.on("drain", () => this.flushDrainWaiters());
     io.on("data", (d: Buffer) => this.onData(new Uint8Array(d.buffer, d.byteOffset, d.byteLength)));
@@ -79,13 +113,11 @@ export class HttpSession {
       else this.clientEnded = true;
     });
     io.on("close", () => this.close());
-    io.on("error", (e: Error) => {
-      this.conn.endReason ||= `tls: ${e.message}`;
+    io.on("error", () => {
+      if (this.conn.endReason === "") this.conn.endReason = "tls-error";
       this.close();
     });
   }
-
-  private clientEnded = false;
 
   /** Wake writers once neither the TLS layer nor the socket stream is over its mark. */
   private flushDrainWaiters() {
@@ -113,7 +145,7 @@ export class HttpSession {
   close() {
     if (this.closed) return;
     this.closed = true;
-    this.bodyExchange?.abort();
+    if (this.bodyDecoder) this.bodySink?.abort();
     this.io.destroy();
   }
 
@@ -130,19 +162,58 @@ export class HttpSession {
   private pump() {
     while (!this.busy && !this.closed && this.buf && this.buf.byteLength) {
       let head: RequestHead | typeof NEED_MORE;
+      let framing: Framing;
       try {
-        head = parseRequestHead(this.buf, { maxHeadBytes: rt.config.proxy.max_head_bytes, maxHeaders: 100 });
+        head = parseRequestHead(this.buf, { maxHeadBytes: this.rt.config.proxy.max_head_bytes, maxHeaders: 100 });
+        if (head === NEED_MORE) return;
+        framing = framingForRequest(head.headers);
       } catch (e) {
         return this.fatal(e);
       }
-      if (head === NEED_MORE) return;
       const rest = this.buf.byteLength > head.headBytes ? this.buf.subarray(head.headBytes) : null;
-      this.buf = null;
       this.busy = true;
       this.requests++;
-      void this.handle(head, rest);
+      // Without a body, what follows the head is the next pipelined request; with one, it is the body's start.
+      this.buf = framing.kind === "none" ? rest : null;
+      void this.run(head, framing, framing.kind === "none" ? null : rest);
     }
     if (!this.busy && this.clientEnded) this.close();
+  }
+
+  private async run(head: RequestHead, framing: Framing, early: Uint8Array | null) {
+    const c = this.conn;
+    const inc: IncomingRequest = {
+      head,
+      scheme: this.scheme,
+      connectTarget: this.connectTarget,
+      connectVerdict: this.connectTarget ? c.verdict : null,
+      connId: c.id,
+      clientIp: c.ip,
+      clientPort: c.remotePort,
+    };
+    const res = this.makeResponder(head);
+    this.bodyBytes = 0;
+    const session = this;
+    const body: RequestBody = {
+      framing,
+      get bytes() {
+        return session.bodyBytes;
+      },
+      pipeTo: (sink) => this.pipeBody(head, framing, early, sink),
+    };
+    try {
+      await this.handle(this.rt, inc, res, body);
+    } catch (e) {
+      // the story answers its own errors; this is the last line of defence
+      log("error", "request failed", { id: c.id, error: String((e as Error)?.stack ?? e) });
+      if (!res.closed) this.answerError(res, new ProxyError("PX_INTERNAL", "internal", "internal error"));
+    }
+    // every path of the story answers; never leave an agent hanging
+    if (!res.closed) this.answerError(res, new ProxyError("PX_INTERNAL", "internal", "internal error: no answer"));
+  }
+
+  private answerError(res: Responder, e: ProxyError) {
+    res.error(statusFor(e), e.message);
   }
 
   private fatal(e: unknown) {
@@ -154,191 +225,78 @@ export class HttpSession {
     this.closed = true;
   }
 
-  /** Resolve where the request goes; inside a tunnel the Host must be the CONNECT host. */
-  private route(head: RequestHead): { target: Target; path: string; url: string; verdict: Verdict } {
-    const c = this.conn;
-    if (this.connectTarget) {
-      const t = this.connectTarget;
-      let path = head.target;
-      if (!path.startsWith("/")) {
-        // absolute-form inside the tunnel: accept only for the same host
-        const u = new URL(path);
-        if (u.hostname.toLowerCase() !== t.host) throw new ProxyError("PX_MISDIRECTED", "client", `request for ${u.hostname} inside a tunnel to ${t.host}`);
-        path = u.pathname + u.search;
-      }
-      const host = getHeader(head.headers, "host");
-      if (host !== undefined) {
-        const h = host.toLowerCase().replace(/:\d+$/, "").replace(/\.$/, "");
-        if (h !== t.host) throw new ProxyError("PX_MISDIRECTED", "client", `Host ${h} does not match the CONNECT host ${t.host}`);
-      }
-      const port = t.port === 443 ? "" : `:${t.port}`;
-      return { target: t, path, url: `https://${t.host}${port}${path}`, verdict: c.verdict! };
-    }
-    // Plain forward proxying: absolute-form only, and the policy decides per request.
-    let u: URL;
-    try {
-      u = new URL(head.target);
-    } catch {
-      throw new ProxyError("PX_BAD_REQUEST", "client", "send requests in absolute form (GET http://host/path) or CONNECT host:port");
-    }
-    if (u.protocol !== "http:") throw new ProxyError("PX_BAD_REQUEST", "client", "use CONNECT for https");
-    const target = parseAuthority(u.host, 80);
-    const client = { ip: c.ip, port: "cache" as const, userAgent: getHeader(head.headers, "user-agent") };
-    const denied = decideClient(rt.policy, client);
-    if (denied) throw new ProxyError("PX_CLIENT_DENY", "client", denied.reason ?? "client not allowed");
-    const v = decide(rt.policy, target, client);
-    if (v.action === "deny") throw new ProxyError("PX_POLICY_DENY", "client", v.reason ?? `${target.host} denied`);
-    const path = u.pathname + u.search;
-    return { target, path, url: `http://${u.host}${path}`, verdict: v };
-  }
-
-  private async handle(head: RequestHead, rest: Uint8Array | null) {
-    let req: HttpRequest;
-    try {
-      const r = this.route(head);
-      req = {
-        method: head.method,
-        url: r.url,
-        scheme: this.connectTarget ? "https" : "http",
-        target: r.target,
-        path: r.path,
-        headers: head.headers,
-        version: head.version,
-        verdict: r.verdict,
-        body: framingForRequest(head.headers),
-        started: Date.now(),
-      };
-    } catch (e) {
-      this.respondError(e, rest);
-      return;
-    }
-    const res = this.makeResponder(req);
-    const cacheable = req.verdict.cacheable && (req.method === "GET" || req.method === "HEAD") && req.body.kind === "none";
-    try {
-      if (cacheable && cacheLayer) {
-        this.buf = rest;
-        await cacheLayer(req, res, this);
-      } else {
-        await this.passThrough(req, res, rest);
-      }
-    } catch (e) {
-      if (!res.closed) {
-        const pe = e instanceof ProxyError ? e : new ProxyError("PX_INTERNAL", "internal", String((e as Error)?.message ?? e));
-        if (!(e instanceof ProxyError)) log("error", "request failed", { id: this.conn.id, url: req.url, error: String((e as Error)?.stack ?? e) });
-        res.error(statusFor(pe), pe.message);
-      }
-    }
-  }
-
-  private respondError(e: unknown, rest: Uint8Array | null) {
-    const pe = e instanceof ProxyError ? e : new ProxyError("PX_INTERNAL", "internal", String(e));
-    // The request's body (if any) was not read: the connection cannot be reused.
-    void rest;
-    log("info", "refused", { id: this.conn.id, client: this.conn.ip, port: "cache", status: statusFor(pe), rule: pe.code, reason: pe.message });
-    if (!this.closed) {
-      this.io.write(makeErrorResponse(statusFor(pe), pe.message));
-      this.io.end();
-    }
-    this.closed = true;
-  }
-
-  /** Not cacheable: stream the request body to the origin and the response back, both with back-pressure. */
-  passThrough(req: HttpRequest, res: Responder, rest: Uint8Array | null): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      let exchange: ExchangeHandle | null = null;
-      const expect = getHeader(req.headers, "expect");
-      startExchange(
-        { scheme: req.scheme, target: req.target, method: req.method, path: req.path, headers: req.headers, body: req.body },
-        {
-          onHead: (h) => {
-            invalidateAfter(req, h.status, h.headers);
-            const noBody = req.method === "HEAD" || h.status === 204 || h.status === 304;
-            if (noBody) return res.head(h.status, stripHopByHop(h.headers), null, h.reason); // Content-Length kept as the origin said
-            const len = getHeader(h.headers, "content-length");
-            const headers = stripHopByHop(h.headers).filter(([k]) => k.toLowerCase() !== "content-length");
-            res.head(h.status, headers, len !== undefined && /^\d+$/.test(len) ? Number(len) : null, h.reason);
-          },
-          onData: (chunk) => {
-            const ok = res.write(chunk);
-            if (!ok) res.onDrain(() => exchange?.resume());
-            return ok;
-          },
-          onEnd: () => {
-            res.end();
-            resolve();
-          },
-          onError: (e) => {
-            if (!res.closed) res.error(statusFor(e), e.message);
-            resolve();
-          },
-        },
-        { config: rt.config, policy: rt.policy },
-      ).then(
-        (ex) => {
-          exchange = ex;
-          if (req.body.kind === "none") {
-            this.buf = rest;
-            return;
-          }
-          if (expect?.toLowerCase() === "100-continue") this.io.write(CONTINUE);
-          this.bodyExchange = ex;
-          this.bodyDecoder = new BodyDecoder(req.body, "client");
-          ex.onWritable = () => this.resumeInput();
-          this.bodyDone = () => {
-            ex.endBody();
-          };
-          // Body bytes that arrived while we were dialling sit in buf, after those that came with the head.
-          const early = rest && this.buf ? concat(rest, this.buf) : (rest ?? this.buf);
-          this.buf = null;
-          if (early) this.onBodyBytes(early);
-        },
-        (e) => reject(e),
-      );
-    });
+  private pipeBody(head: RequestHead, framing: Framing, early: Uint8Array | null, sink: BodySink) {
+    if (framing.kind === "none") return;
+    if (getHeader(head.headers, "expect")?.toLowerCase() === "100-continue") this.io.write(CONTINUE);
+    this.bodySink = sink;
+    this.bodyDecoder = new BodyDecoder(framing, "client");
+    sink.onWritable = () => this.resumeInput();
+    // Body bytes that arrived while the story was deciding sit in buf, after those that came with the head.
+    const first = early && this.buf ? concat(early, this.buf) : (early ?? this.buf);
+    this.buf = null;
+    if (first) this.onBodyBytes(first);
   }
 
   private onBodyBytes(d: Uint8Array) {
     const dec = this.bodyDecoder!;
+    const sink = this.bodySink!;
     let r;
     try {
       r = dec.push(d);
     } catch (e) {
-      this.bodyExchange?.abort();
+      this.bodyDecoder = null;
+      sink.abort();
       return this.fatal(e);
     }
     let ok = true;
-    for (const c of r.chunks) if (c.byteLength) ok = this.bodyExchange!.writeBody(c) && ok;
+    for (const c of r.chunks) {
+      if (!c.byteLength) continue;
+      this.bodyBytes += c.byteLength;
+      ok = sink.writeBody(c) && ok;
+    }
     if (!ok) this.pauseInput();
     if (r.done) {
       this.bodyDecoder = null;
-      const done = this.bodyDone;
-      this.bodyDone = null;
-      this.bodyExchange = null;
-      done?.();
+      this.bodySink = null;
+      sink.endBody();
       if (r.rest) this.buf = this.buf ? concat(this.buf, r.rest) : r.rest.slice();
     }
   }
 
-  /** Called by the cache layer (or pass-through) when a response is complete: next request. */
+  /** The response is complete: next request. */
   private next() {
     this.busy = false;
+    this.bodySink = null;
     this.resumeInput();
     queueMicrotask(() => this.pump());
   }
 
-  private makeResponder(req: HttpRequest): Responder {
+  private makeResponder(req: RequestHead): Responder {
     const session = this;
+    const io = this.io;
     let chunked = false;
     let ended = false;
     let headSent = false;
+    let status = 0;
+    let bytesOut = 0;
     let keepAlive = req.version === "1.1" && !/\bclose\b/i.test(getHeader(req.headers, "connection") ?? "");
-    const r: Responder = {
+    const send = (b: Uint8Array) => {
+      bytesOut += b.byteLength;
+      io.write(b);
+    };
+    return {
       get closed() {
         return session.closed || ended;
       },
-      head(status, headers, bodyLength, reason) {
+      get status() {
+        return status;
+      },
+      get bytesOut() {
+        return bytesOut;
+      },
+      head(st, headers, bodyLength, reason) {
         const h: Headers = [...headers];
-        if (req.method === "HEAD" || status === 204 || status === 304) {
+        if (req.method === "HEAD" || st === 204 || st === 304) {
           // no body framing to add
         } else if (bodyLength !== null) h.push(["Content-Length", String(bodyLength)]);
         else if (req.version === "1.1") {
@@ -347,22 +305,23 @@ export class HttpSession {
         } else keepAlive = false;
         if (!keepAlive) h.push(["Connection", "close"]);
         headSent = true;
-        session.io.write(serializeResponseHead({ status, reason, headers: h }));
+        status = st;
+        send(serializeResponseHead({ status: st, reason, headers: h }));
       },
       write(chunk) {
         if (session.closed) return true;
-        rt.counters.bytesDown += chunk.byteLength;
+        session.rt.counters.bytesDown += chunk.byteLength;
         if (chunked) {
-          for (const p of encodeChunk(chunk)) session.io.write(p);
-        } else session.io.write(chunk);
+          for (const p of encodeChunk(chunk)) send(p);
+        } else send(chunk);
         return !session.congested();
       },
       end() {
         if (ended) return;
         ended = true;
-        if (chunked && !session.closed) session.io.write(lastChunk());
+        if (chunked && !session.closed) send(lastChunk());
         if (!keepAlive) {
-          session.io.end();
+          io.end();
           session.closed = true;
           return;
         }
@@ -372,22 +331,21 @@ export class HttpSession {
         if (!session.congested()) return queueMicrotask(f);
         session.drainWaiters.push(f);
       },
-      error(status, reason) {
+      error(st, reason) {
         if (ended) return;
         ended = true;
-        log("info", "request failed", { id: session.conn.id, url: req.url, status, reason, head_sent: headSent });
         if (headSent) {
           // Mid-body: the only honest signal left is to cut the connection.
           session.close();
           return;
         }
+        status = st;
         if (!session.closed) {
-          session.io.write(makeErrorResponse(status, reason));
-          session.io.end();
+          send(makeErrorResponse(st, reason));
+          io.end();
         }
         session.closed = true;
       },
     };
-    return r;
   }
 }

@@ -3,25 +3,38 @@
  * `upgradeTLS` is client-side only in Bun (DESIGN "verified facts"), so the accepted Bun socket is wrapped in a
  * small stream.Duplex and handed to node:tls `TLSSocket({ isServer: true })`. Leaves are minted per CONNECT host
  * by the active CA, with one P-256 key pair per worker, cached in memory (LeafCache) and on disk, and concurrent
- * first handshakes for one host mint once.
+ * first handshakes for one host mint once. The state (active CA, leaves, contexts, mint count) is `rt.tls`; the CA
+ * is activated by `applyCacheMode` (cache-request.ts), which this file must not import (it would be a circle).
+ *
+ * `interceptConnection` is layer 1's hand-off: it installs the conn's `intercept` handle and starts the HTTP/1.1
+ * session, whose requests go to `onCacheRequest` (cache-request.ts).
  */
 import "reflect-metadata";
 import { Duplex } from "node:stream";
 import tls from "node:tls";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { randomBytes, createHash } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import type { Socket } from "bun";
-import { type Ca, type LeafKeys, loadCa, makeLeafKeys, mintLeaf } from "../core/certs";
-import { LeafCache, type Leaf } from "../core/cert-cache";
+import { mintLeaf } from "../core/certs";
+import type { Leaf } from "../core/cert-cache";
 import type { MinTls } from "../core/config";
-import type { CaPems } from "../store/ca-store";
+import type { ClientConn, TlsState, WorkerRuntime } from "./runtime";
+import { flushPending, writeOrPend } from "./pipe";
+import { HttpSession } from "./http-session";
+import { onCacheRequest } from "./cache-request";
+import { log } from "../log";
 
-/** A Bun socket as a node Duplex, honouring back-pressure both ways. */
+/**
+ * A Bun socket as a node Duplex, honouring back-pressure both ways. Writes go through pipe.ts's `writeOrPend` with
+ * the conn as the Outbox, so the connection's bytes towards the agent are counted where every other write is.
+ */
 export class SocketDuplex extends Duplex {
-  private pendingBuf: Uint8Array | null = null;
   private pendingCb: ((e?: Error | null) => void) | null = null;
-  constructor(readonly sock: Socket<any>) {
+  constructor(
+    readonly sock: Socket<ClientConn>,
+    readonly now: () => number,
+  ) {
     super({ allowHalfOpen: true });
   }
   /** bytes from the Bun socket's data handler */
@@ -33,28 +46,18 @@ export class SocketDuplex extends Duplex {
     this.sock.resume();
   }
   override _write(chunk: Buffer, _enc: string, cb: (e?: Error | null) => void) {
+    const c = this.sock.data;
     // A long download is activity too: the idle sweep must not cut an agent that only reads.
-    (this.sock.data as { lastActive: number }).lastActive = Date.now();
-    const n = this.sock.write(chunk);
-    if (n < 0) return cb(new Error("socket closed"));
-    if (n < chunk.byteLength) {
-      this.pendingBuf = chunk.subarray(n);
-      this.pendingCb = cb;
-    } else cb();
+    c.lastActive = this.now();
+    if (writeOrPend(this.sock, c, chunk)) return cb();
+    if (c.pending === null) return cb(new Error("socket closed"));
+    this.pendingCb = cb; // node:tls writes nothing more until cb: one pending write at most
   }
   onDrain() {
-    const p = this.pendingBuf;
-    if (!p) return;
-    const n = this.sock.write(p);
-    if (n < 0) return;
-    if (n < p.byteLength) {
-      this.pendingBuf = p.subarray(n);
-      return;
-    }
-    this.pendingBuf = null;
-    const cb = this.pendingCb!;
+    if (!flushPending(this.sock, this.sock.data)) return;
+    const cb = this.pendingCb;
     this.pendingCb = null;
-    cb();
+    cb?.();
   }
   override _final(cb: (e?: Error | null) => void) {
     this.sock.shutdown();
@@ -66,49 +69,9 @@ export class SocketDuplex extends Duplex {
   }
 }
 
-type TlsState = {
-  ca: Ca | null;
-  caId: string;
-  leafKeys: LeafKeys | null;
-  leaves: LeafCache;
-  contexts: Map<string, tls.SecureContext>;
-  minTls: MinTls;
-  leafDir: string | null;
-};
-
-const st: TlsState = {
-  ca: null,
-  caId: "",
-  leafKeys: null,
-  leaves: new LeafCache(),
-  contexts: new Map(),
-  minTls: "1.2",
-  leafDir: null,
-};
-
 const TLS_NAMES: Record<MinTls, tls.SecureVersion> = { "1.0": "TLSv1", "1.1": "TLSv1.1", "1.2": "TLSv1.2", "1.3": "TLSv1.3" };
 
-/** A new active CA (or min TLS): new handshakes use it at once; cached leaves of the old CA are dropped. */
-export async function setTlsConfig(pems: CaPems, minTls: MinTls, dataDir: string) {
-  const caId = createHash("sha256").update(pems.certPem).digest("hex").slice(0, 16);
-  if (caId !== st.caId) {
-    st.ca = await loadCa(pems.kind, { cert: pems.rootPem, key: pems.keyPem, chain: pems.chainPem || undefined });
-    st.leafKeys ??= await makeLeafKeys();
-    st.caId = caId;
-    st.leaves.clear();
-    st.contexts.clear();
-    st.leafDir = join(dataDir, "leaves", caId);
-    mkdirSync(st.leafDir, { recursive: true, mode: 0o700 });
-  }
-  if (minTls !== st.minTls) {
-    st.minTls = minTls;
-    st.contexts.clear();
-  }
-}
-
-export const tlsReady = () => st.ca !== null;
-
-function leafPath(host: string) {
+function leafPath(st: TlsState, host: string) {
   return join(st.leafDir!, `${host.replace(/[^a-z0-9.-]/g, "_")}.pem`);
 }
 
@@ -126,8 +89,8 @@ function readSaved(path: string): Leaf | null {
  * One mint per host across workers too: the LeafCache collapses a worker's own concurrent handshakes, and an
  * O_EXCL lock file next to the leaf makes the other workers wait for the first one's file instead of minting.
  */
-async function mint(host: string): Promise<Leaf> {
-  const path = leafPath(host);
+async function mint(st: TlsState, host: string): Promise<Leaf> {
+  const path = leafPath(st, host);
   const saved = readSaved(path);
   if (saved) return saved;
   const lock = `${path}.lock`;
@@ -150,22 +113,18 @@ async function mint(host: string): Promise<Leaf> {
     const tmp = `${path}.${process.pid}.${randomBytes(4).toString("hex")}`;
     writeFileSync(tmp, JSON.stringify(leaf), { mode: 0o600 });
     renameSync(tmp, path);
-    mints++;
+    st.mints++;
     return leaf;
   } finally {
     if (locked) rmSync(lock, { force: true });
   }
 }
 
-let mints = 0;
-/** Leaves this worker minted (not read from disk). */
-export const leafMints = () => mints;
-
 /** The secure context for `host`: leaf + chain, cached per host. */
-export async function contextFor(host: string): Promise<tls.SecureContext> {
+export async function contextFor(st: TlsState, host: string): Promise<tls.SecureContext> {
   const hit = st.contexts.get(host);
   if (hit) return hit;
-  const leaf = await st.leaves.getOrMint(host, Date.now(), () => mint(host));
+  const leaf = await st.leaves.getOrMint(host, Date.now(), () => mint(st, host));
   const again = st.contexts.get(host);
   if (again) return again;
   const ca = st.ca!;
@@ -190,6 +149,36 @@ export function terminateTls(duplex: SocketDuplex, ctx: tls.SecureContext): tls.
   } as tls.TLSSocketOptions);
 }
 
-export function leafCount() {
-  return st.leaves.size;
+/**
+ * Layer 1's intercept command: the CONNECT was answered (or, `conn.verdict === null`, the connection carries a plain
+ * absolute-form http request). Install the conn's handle, terminate TLS with a leaf for the CONNECT host, and run
+ * HTTP/1.1 inside; `early` holds bytes that came after the CONNECT head (or the plain request itself).
+ */
+export function interceptConnection(rt: WorkerRuntime, sock: Socket<ClientConn>, early: Uint8Array | null): void {
+  const c = sock.data;
+  const duplex = new SocketDuplex(sock, rt.now);
+  c.intercept = {
+    onData: (b) => duplex.onData(b),
+    onDrain: () => duplex.onDrain(),
+    onEnd: () => void duplex.push(null),
+    destroy: () => void duplex.destroy(),
+  };
+  if (early && early.byteLength) duplex.onData(early);
+  if (c.verdict === null || c.target === null) {
+    new HttpSession(rt, duplex, c, "http", null, duplex, onCacheRequest);
+    return;
+  }
+  const target = c.target;
+  contextFor(rt.tls, target.host).then(
+    (ctx) => {
+      if (c.closed) return;
+      const t = terminateTls(duplex, ctx);
+      new HttpSession(rt, t, c, "https", target, duplex, onCacheRequest);
+    },
+    (e) => {
+      log("error", "cannot mint a certificate", { id: c.id, host: target.host, error: (e as Error).message });
+      c.endReason = "mint-failed";
+      sock.terminate();
+    },
+  );
 }

@@ -4,8 +4,10 @@
  * `[tls] upstream_ca`, highest version available), then exchanges on connections kept alive for a few seconds
  * per worker (a GET on a reused connection the origin just closed is retried once), with our own head parser
  * and body decoder, so bytes reach the agent exactly as the origin sent them (no decompression, no rewriting).
- * Streaming both ways with back-pressure: the request body is written as it arrives, the response body is
- * handed on chunk by chunk and the socket pauses while the sink is full.
+ * Streaming both ways with back-pressure: the request body is written as it arrives (pipe.ts's writeOrPend, the
+ * one mechanism), the response body is handed on chunk by chunk and the socket pauses while the sink is full.
+ * The pool, its reuse count and the trusted roots are an `OriginPool` object kept in the WorkerRuntime
+ * (`rt.origins`), never module state; session tests put a recording double with the `Origins` shape there.
  */
 import type { Socket, SocketHandler } from "bun";
 import { readFileSync } from "node:fs";
@@ -19,6 +21,7 @@ import { serializeRequestHead } from "../core/http1/serialize";
 import type { Policy } from "../core/policy";
 import { dialTarget, onHandshakeClose, onHandshakeData, type OriginConn } from "./upstream";
 import { concat } from "../core/bytes";
+import { flushPending, writeOrPend } from "./pipe";
 
 export type ResponseSink = {
   onHead(head: ResponseHead): void;
@@ -63,13 +66,13 @@ export function stripHopByHop(h: Headers, extra: string[] = []): Headers {
   });
 }
 
-let trustCache: { key: string; ca: string[] } | null = null;
-function trustedCas(config: Config): string[] {
+/** The system roots plus `[tls] upstream_ca`, read once per setting (kept in the pool). */
+function trustedCas(pool: OriginPool, config: Config): string[] {
   const key = config.tls.upstream_ca ?? "";
-  if (trustCache?.key === key) return trustCache.ca;
+  if (pool.trust?.key === key) return pool.trust.ca;
   const ca = [...tls.rootCertificates];
   if (config.tls.upstream_ca) ca.push(readFileSync(config.tls.upstream_ca, "utf8"));
-  trustCache = { key, ca };
+  pool.trust = { key, ca };
   return ca;
 }
 
@@ -90,6 +93,7 @@ class Exchange {
   retry: (() => void) | null = null;
 
   constructor(
+    readonly pool: OriginPool,
     readonly req: OriginRequest,
     readonly sink: ResponseSink,
   ) {
@@ -187,7 +191,7 @@ class Exchange {
     if (sock) sock.data.ex = null;
     if (reusable && !sock.data.closed) {
       if (this.paused) sock.resume();
-      release(this.poolKey, sock);
+      this.pool.release(this.poolKey, sock);
     } else sock?.end();
     this.sink.onEnd();
   }
@@ -222,34 +226,13 @@ class Exchange {
   onWritable: (() => void) | null = null;
 }
 
-/** Write everything, keeping what the kernel did not take as the connection's pending bytes. */
+/** Write everything, keeping what the kernel did not take as the connection's pending bytes (pipe.ts). */
 function writeAll(s: Socket<ExchangeConn>, data: Uint8Array): boolean {
-  const d = s.data;
-  if (d.pending) {
-    d.pending = concat(d.pending, data);
-    return false;
-  }
-  const n = s.write(data);
-  if (n < 0) return false;
-  if (n < data.byteLength) {
-    d.pending = data.slice(n);
-    return false;
-  }
-  return true;
+  return writeOrPend(s, s.data, data);
 }
 
 function flush(s: Socket<ExchangeConn>) {
-  const d = s.data;
-  if (d.pending) {
-    const n = s.write(d.pending);
-    if (n < 0) return;
-    if (n < d.pending.byteLength) {
-      d.pending = d.pending.subarray(n);
-      return;
-    }
-    d.pending = null;
-  }
-  d.ex?.onWritable?.();
+  if (flushPending(s, s.data)) s.data.ex?.onWritable?.();
 }
 
 const exchangeHandlers: SocketHandler<ExchangeConn> = {
@@ -308,33 +291,56 @@ export type ExchangeHandle = {
 /** Below the shortest common server keep-alive (Apache: 5 s), so a reused connection is rarely one the origin is closing. */
 const IDLE_S = 4;
 const MAX_IDLE_PER_KEY = 16;
-const idle = new Map<string, Socket<ExchangeConn>[]>();
 
-let reuses = 0;
-/** Requests sent on a kept-alive connection (for tests and stats). */
-export const originReuses = () => reuses;
+export type OriginEnv = { config: Config; policy: Policy };
 
-function release(key: string, sock: Socket<ExchangeConn>) {
-  let list = idle.get(key);
-  if (!list) idle.set(key, (list = []));
-  if (list.length >= MAX_IDLE_PER_KEY) return void sock.end();
-  sock.timeout(IDLE_S);
-  list.push(sock);
+/** What the cache-port code needs from the origin side: the pool, or a test's recording double. */
+export interface Origins {
+  /** Start one exchange: the sink gets the response. Rejects on dial/TLS failure. */
+  start(req: OriginRequest, sink: ResponseSink, env: OriginEnv): Promise<ExchangeHandle>;
+  /** requests sent on a kept-alive connection (for tests and stats) */
+  readonly reuses: number;
+  /** drop the idle connections */
+  close(): void;
 }
 
-function takeIdle(key: string): Socket<ExchangeConn> | null {
-  const list = idle.get(key);
-  while (list && list.length) {
-    const s = list.pop()!;
-    if (!s.data.closed && s.readyState === 1) return s;
+/** One worker's kept-alive connections to origins (lives in `rt.origins`). */
+export class OriginPool implements Origins {
+  readonly idle = new Map<string, Socket<ExchangeConn>[]>();
+  reuses = 0;
+  trust: { key: string; ca: string[] } | null = null;
+
+  start(req: OriginRequest, sink: ResponseSink, env: OriginEnv): Promise<ExchangeHandle> {
+    return startExchange(this, req, sink, env);
   }
-  return null;
+
+  release(key: string, sock: Socket<ExchangeConn>) {
+    let list = this.idle.get(key);
+    if (!list) this.idle.set(key, (list = []));
+    if (list.length >= MAX_IDLE_PER_KEY) return void sock.end();
+    sock.timeout(IDLE_S);
+    list.push(sock);
+  }
+
+  takeIdle(key: string): Socket<ExchangeConn> | null {
+    const list = this.idle.get(key);
+    while (list && list.length) {
+      const s = list.pop()!;
+      if (!s.data.closed && s.readyState === 1) return s;
+    }
+    return null;
+  }
+
+  close() {
+    for (const list of this.idle.values()) for (const s of list) s.end();
+    this.idle.clear();
+  }
 }
 
 /** Start one exchange: reuse a kept-alive connection or dial (TLS included), send the head; the sink gets the
  * response. Rejects on dial/TLS failure. */
-export async function startExchange(req: OriginRequest, sink: ResponseSink, env: { config: Config; policy: Policy }): Promise<ExchangeHandle> {
-  const ex = new Exchange(req, sink);
+async function startExchange(pool: OriginPool, req: OriginRequest, sink: ResponseSink, env: OriginEnv): Promise<ExchangeHandle> {
+  const ex = new Exchange(pool, req, sink);
   const up = env.config.upstream_proxy;
   ex.poolKey = `${req.scheme}|${req.target.host}|${req.target.port}|${up ? `${up.host}:${up.port}` : env.config.hosts[req.target.host] ?? "dns"}`;
   const authority = req.target.port === (req.scheme === "https" ? 443 : 80) ? req.target.host : `${req.target.host}:${req.target.port}`;
@@ -359,7 +365,7 @@ export async function startExchange(req: OriginRequest, sink: ResponseSink, env:
       const data: ExchangeConn = { ...sock.data, ex, pending: null };
       const [, tlsSock] = sock.upgradeTLS<ExchangeConn>({
         data,
-        tls: { serverName: req.target.host, ca: trustedCas(env.config), rejectUnauthorized: true },
+        tls: { serverName: req.target.host, ca: trustedCas(pool, env.config), rejectUnauthorized: true },
         socket: exchangeHandlers,
       });
       sock.data.ex = null;
@@ -376,9 +382,9 @@ export async function startExchange(req: OriginRequest, sink: ResponseSink, env:
     writeAll(sock, head);
   };
 
-  const pooled = takeIdle(ex.poolKey);
+  const pooled = pool.takeIdle(ex.poolKey);
   if (pooled) {
-    reuses++;
+    pool.reuses++;
     ex.reused = true;
     ex.retry = () => {
       ex.reused = false;
@@ -396,7 +402,7 @@ export async function startExchange(req: OriginRequest, sink: ResponseSink, env:
         ex.sock?.terminate();
       }
     },
-    set onWritable(f) {
+    set onWritable(f: (() => void) | null) {
       ex.onWritable = f;
     },
   };

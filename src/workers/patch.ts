@@ -5,21 +5,25 @@
  * The object's validator (strong ETag, else Last-Modified) is part of every slice's key and is sent upstream
  * with If-Match / If-Unmodified-Since, so a changed object is detected and its old slices are dropped, never mixed
  * with new ones. Objects whose origin does not do ranges (or has no validator) fall back to the whole-object cache.
+ * The store, the verified-slice set and the counters live in the WorkerRuntime; fills end with FillOutcome values.
  */
 import { closeSync, openSync, readSync } from "node:fs";
-import { patchDir } from "../store/cache-paths";
+import { resolve } from "node:path";
+import { patchDir } from "../store/cache/paths";
 import { volumeInfo } from "../store/patch-volume";
 import type { Config } from "../core/config";
 import { ProxyError } from "../core/errors";
 import { type Headers, getHeader } from "../core/http1/head";
-import { type CacheDefaults, type StoredResponse, isStorable, lookupPhase, makeStoredHeaders, updateStoredHeaders } from "../core/cache/freshness";
+import { type CacheDefaults, CACHE_DEFAULTS, isStorable, makeStoredHeaders, updateStoredHeaders } from "../core/cache/freshness";
+import { lookupPhase } from "../core/cache/plan";
 import { normaliseUrl } from "../core/cache/key";
 import { type ByteRange, ifRangeMatches, parseContentRange, parseRange, strongEtag } from "../core/cache/range";
-import { type Entry, type FillWriter, Store } from "../store/store";
+import { type Entry, FillError, type FillWriter, Store } from "../store/cache/store";
 import type { HttpRequest, Responder } from "./http-session";
-import { startExchange, type ExchangeHandle } from "./origin-client";
+import type { ExchangeHandle } from "./origin-client";
+import type { WorkerRuntime } from "./runtime";
+import { claimOrWait, failWith, isLookAgain, toStored } from "./fill";
 import { log } from "../log";
-import { rt } from "./listener";
 
 /** What the gateway knows about one object version. */
 type Meta = {
@@ -34,10 +38,6 @@ type Meta = {
 const DROP_UP = new Set(["range", "if-range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since"]);
 const DROP_DOWN = new Set(["content-length", "content-range", "transfer-encoding", "connection", "keep-alive", "age", "accept-ranges"]);
 
-let store: Store | null = null;
-let sliceBytes = 4 * 1024 * 1024;
-let defaults: CacheDefaults = { heuristicFraction: 0.1, heuristicMaxS: 86_400, rules: [] };
-
 export type PatchCounters = {
   bytes_fetched: number;
   bytes_served: number;
@@ -49,20 +49,16 @@ export type PatchCounters = {
   errors: number;
   by_host: Record<string, { fetched: number; served: number }>;
 };
-const counters: PatchCounters = {
-  bytes_fetched: 0,
-  bytes_served: 0,
-  slice_hits: 0,
-  slice_misses: 0,
-  slice_collapsed: 0,
-  objects_changed: 0,
-  fallbacks: 0,
-  errors: 0,
-  by_host: {},
-};
-export const patchCounters = () => counters;
+
+/** The worker's patch counters (rt.counters.patch), created on first use. */
+export function patchCounters(rt: WorkerRuntime): PatchCounters {
+  const zero: PatchCounters = { bytes_fetched: 0, bytes_served: 0, slice_hits: 0, slice_misses: 0, slice_collapsed: 0, objects_changed: 0, fallbacks: 0, errors: 0, by_host: {} };
+  return (rt.counters.patch ??= zero) as PatchCounters;
+}
+
 const MAX_HOSTS = 200;
-function hostCount(host: string) {
+function hostCount(rt: WorkerRuntime, host: string) {
+  const counters = patchCounters(rt);
   let h = counters.by_host[host];
   if (!h) {
     if (Object.keys(counters.by_host).length >= MAX_HOSTS) host = "(other)";
@@ -71,62 +67,60 @@ function hostCount(host: string) {
   return h;
 }
 
-
-export function openPatchStore(config: Config, index: number, bootId: string) {
-  const volumeBytes = volumeInfo(config.patch.volume!).size;
-  sliceBytes = config.patch.slice_bytes;
-  defaults = { heuristicFraction: 0.1, heuristicMaxS: 86_400, rules: config.cache.rules };
-  if (store && storeDir === patchDir(config)) return;
-  closePatchStore(); // a new volume: the old store goes
-  storeDir = patchDir(config);
-  store = Store.open(storeDir, {
-    maxBytes: volumeBytes,
+/** Patch mode on: open the sliced store on the volume (kept when it is the same directory); off: close it. */
+export function applyPatchMode(rt: WorkerRuntime, config: Config): void {
+  if (!config.cache.enabled || !config.patch.enabled) return closePatchStore(rt);
+  const dir = resolve(patchDir(config));
+  if (rt.patchStore && rt.patchStore.dir === dir) return;
+  closePatchStore(rt); // a new volume: the old store goes
+  rt.patchStore = Store.open(dir, {
+    maxBytes: volumeInfo(config.patch.volume!).size,
     highWater: 0.9,
     lowWater: 0.85,
-    owner: `${process.pid}:${index}:patch`,
-    bootId,
+    owner: `${process.pid}:${rt.index}:patch`,
+    bootId: rt.bootId,
     recover: false,
     mapCacheEntries: 16, // slices are large: keep few mapped so serving a 1 GB file keeps RSS bounded
   });
 }
 
-export const patchReady = () => store !== null;
-let storeDir = "";
-
-export function closePatchStore() {
-  store?.close();
-  store = null;
-  storeDir = "";
+export function closePatchStore(rt: WorkerRuntime): void {
+  rt.patchStore?.close();
+  rt.patchStore = null;
+  rt.patchVerified.clear();
 }
+
+const defaultsOf = (rt: WorkerRuntime): CacheDefaults => ({ ...CACHE_DEFAULTS, rules: rt.config.cache.rules });
+const sliceSize = (rt: WorkerRuntime) => rt.config.patch.slice_bytes;
 
 const metaKey = (url: string) => `meta ${url}`;
 const validatorOf = (m: Meta) => m.etag ?? `lm:${m.lastModified}`;
 const sliceKey = (m: Meta, i: number) => `slice ${validatorOf(m)} ${i} ${m.url}`;
 
-function toStored(e: Entry): StoredResponse {
-  return { status: e.status, headers: e.headers, requestTime: e.requestTime, responseTime: e.responseTime, url: e.url, method: "GET", requestHeaders: e.reqHeaders };
-}
+/** How the patch path answered: from slices (`fetched`: some came from the origin), or "fallback" to whole objects. */
+export type PatchResult = { done: true; fetched: boolean } | { done: false; outcome: "fallback" };
 
 /** The patch path: "fallback" when the object must go through the whole-object cache instead. */
-export async function servePatch(req: HttpRequest, res: Responder): Promise<"done" | "fallback"> {
-  const s = store!;
+export async function servePatch(rt: WorkerRuntime, s: Store, req: HttpRequest, res: Responder): Promise<PatchResult> {
   const url = normaliseUrl(req.url);
+  const note = { fetched: false };
   for (let attempt = 0; attempt < 2; attempt++) {
-    const meta = await getMeta(s, url, req);
+    const meta = await getMeta(rt, s, url, req);
     if (meta === "fallback") {
-      counters.fallbacks++;
-      return "fallback";
+      patchCounters(rt).fallbacks++;
+      return { done: false, outcome: "fallback" };
     }
-    const r = await serveSlices(s, meta, req, res);
-    if (r !== "changed-before-send") return "done";
+    if (meta.fetched) note.fetched = true;
+    const r = await serveSlices(rt, s, meta.meta, req, res, note);
+    if (r !== "changed-before-send") return { done: true, fetched: note.fetched };
   }
-  res.error(502, `${url} kept changing while it was being fetched`);
-  return "done";
+  failWith(res, new ProxyError("PX_FILL_FAILED", "upstream", `${url} kept changing while it was being fetched`));
+  return { done: true, fetched: note.fetched };
 }
 
 // ---- the object's metadata: one tiny Range request (bytes=0-0), collapsed, stored, revalidated --------------------
 
-async function getMeta(s: Store, url: string, req: HttpRequest): Promise<Meta | "fallback"> {
+async function getMeta(rt: WorkerRuntime, s: Store, url: string, req: HttpRequest): Promise<{ meta: Meta; fetched: boolean } | "fallback"> {
   for (let attempt = 0; attempt < 3; attempt++) {
     const entry = s.lookup(metaKey(url), []);
     let stale: { entry: Entry; meta: Meta } | null = null;
@@ -134,30 +128,30 @@ async function getMeta(s: Store, url: string, req: HttpRequest): Promise<Meta | 
       const body = s.body(entry);
       if (body) {
         const meta = JSON.parse(new TextDecoder().decode(body)) as Meta;
-        const phase = lookupPhase(toStored(entry), req.headers, Date.now(), defaults);
-        if (phase.phase !== "revalidate") return meta;
+        const phase = lookupPhase(toStored(entry), req.headers, rt.now(), defaultsOf(rt));
+        if (phase.phase !== "revalidate") return { meta, fetched: false };
         stale = { entry, meta };
       }
     }
-    const claim = s.claimFill(metaKey(url));
-    if (claim.role === "filler" && claim.fill.replaced === "done" && !stale) {
-      claim.fill.fail("superseded"); // stored between our lookup and our claim: look again
-      continue;
-    }
-    if (claim.role === "filler") void runMetaFill(s, claim.fill, url, req, stale);
-    const w = claim.role === "filler" ? s.claimFill(metaKey(url)) : claim;
-    if (w.role !== "waiter") throw new ProxyError("PX_INTERNAL", "internal", "meta fill claimed twice");
-    const tail = w.tail;
+    const c = claimOrWait(s, metaKey(url), (fill) => void runMetaFill(rt, s, fill, url, req, stale), stale === null);
+    if (!c.ok) continue; // stored between our lookup and our claim: look again
+    const tail = c.tail;
     try {
-      await tail.head();
+      const h = await tail.head();
+      if (!h.ok) {
+        if (h.outcome === "fallback") return "fallback";
+        if (isLookAgain(h.outcome)) continue;
+        throw new ProxyError("PX_UPSTREAM_UNREACHABLE", "upstream", h.detail || `the metadata of ${url} could not be fetched`);
+      }
       const parts: Uint8Array[] = [];
-      for await (const c of tail) parts.push(c.slice());
-      return JSON.parse(Buffer.concat(parts).toString("utf8")) as Meta;
+      for await (const part of tail) parts.push(part.slice());
+      return { meta: JSON.parse(Buffer.concat(parts).toString("utf8")) as Meta, fetched: c.filler };
     } catch (e) {
-      const msg = (e as Error).message;
-      if (/fallback/.test(msg)) return "fallback";
-      if (/revalidated|superseded|PX_FILL_STALE/.test(msg) || (e as ProxyError).code === "PX_FILL_STALE") continue;
-      throw new ProxyError("PX_UPSTREAM_UNREACHABLE", "upstream", msg.replace(/^.*?: /, ""));
+      if (e instanceof FillError) {
+        if (isLookAgain(e.outcome)) continue;
+        throw new ProxyError("PX_UPSTREAM_UNREACHABLE", "upstream", e.detail || `the metadata of ${url} could not be fetched`);
+      }
+      throw e;
     } finally {
       tail.close();
     }
@@ -169,8 +163,8 @@ function upstreamHeaders(req: HttpRequest): Headers {
   return req.headers.filter(([k]) => !DROP_UP.has(k.toLowerCase()));
 }
 
-async function runMetaFill(s: Store, fill: FillWriter, url: string, req: HttpRequest, stale: { entry: Entry; meta: Meta } | null) {
-  const requestTime = Date.now();
+async function runMetaFill(rt: WorkerRuntime, s: Store, fill: FillWriter, url: string, req: HttpRequest, stale: { entry: Entry; meta: Meta } | null) {
+  const requestTime = rt.now();
   const headers = upstreamHeaders(req);
   headers.push(["Range", "bytes=0-0"]);
   if (stale?.meta.etag) headers.push(["If-None-Match", stale.meta.etag]);
@@ -182,11 +176,11 @@ async function runMetaFill(s: Store, fill: FillWriter, url: string, req: HttpReq
     f();
   };
   try {
-    ex = await startExchange(
+    ex = await rt.origins.start(
       { scheme: req.scheme, target: req.target, method: "GET", path: req.path, headers, body: { kind: "none" } },
       {
         onHead(h) {
-          const responseTime = Date.now();
+          const responseTime = rt.now();
           // Only the head matters (bytes=0-0 is one byte, but a server without ranges sends the whole file).
           queueMicrotask(() => ex?.abort());
           if (stale && h.status === 304) {
@@ -196,14 +190,14 @@ async function runMetaFill(s: Store, fill: FillWriter, url: string, req: HttpReq
           const cr = parseContentRange(getHeader(h.headers, "content-range"));
           const etag = strongEtag(getHeader(h.headers, "etag"));
           const lastModified = getHeader(h.headers, "last-modified") ?? null;
-          const storable = isStorable("GET", req.headers, 200, h.headers, { url, rules: defaults.rules });
+          const storable = isStorable("GET", req.headers, 200, h.headers, { url, rules: rt.config.cache.rules });
           if (h.status !== 206 || !cr || cr.total === null || (!etag && !lastModified) || !storable.ok) {
             // No ranges, no validator to tie slices together, or not storable: the whole-object path decides.
             return settle(() => fill.fail("fallback"));
           }
           const full = makeStoredHeaders(h.headers).filter(([k]) => !DROP_DOWN.has(k.toLowerCase()));
           const meta: Meta = { url, etag, lastModified, total: cr.total, headers: full };
-          if (stale && validatorOf(stale.meta) !== validatorOf(meta)) dropVersion(s, stale.meta);
+          if (stale && validatorOf(stale.meta) !== validatorOf(meta)) dropVersion(rt, s, stale.meta);
           settle(() => {
             const body = new TextEncoder().encode(JSON.stringify(meta));
             fill.setHead(200, full, { requestTime, responseTime });
@@ -213,28 +207,30 @@ async function runMetaFill(s: Store, fill: FillWriter, url: string, req: HttpReq
         },
         onData: () => true,
         onEnd: () => settle(() => fill.fail("fallback")),
-        onError: (e) => settle(() => fill.fail(e.message)),
+        onError: (e) => settle(() => fill.fail("failed", e.message)),
       },
       { config: rt.config, policy: rt.policy },
     );
     if (settled) ex.abort(); // we only wanted the head (and onHead has run)
   } catch (e) {
-    settle(() => fill.fail((e as Error).message));
+    settle(() => fill.fail("failed", (e as Error).message));
   }
 }
 
 /** The object changed upstream: forget its metadata and every slice of the old version. */
-function dropVersion(s: Store, m: Meta) {
-  counters.objects_changed++;
+function dropVersion(rt: WorkerRuntime, s: Store, m: Meta) {
+  patchCounters(rt).objects_changed++;
   s.delete(metaKey(m.url));
-  const n = Math.ceil(m.total / sliceBytes);
+  const n = Math.ceil(m.total / sliceSize(rt));
   for (let i = 0; i < n; i++) s.delete(sliceKey(m, i));
   log("info", "patch object changed; old slices dropped", { url: m.url, validator: validatorOf(m) });
 }
 
 // ---- serving ------------------------------------------------------------------------------------------------------
 
-async function serveSlices(s: Store, meta: Meta, req: HttpRequest, res: Responder): Promise<"done" | "changed-before-send"> {
+async function serveSlices(rt: WorkerRuntime, s: Store, meta: Meta, req: HttpRequest, res: Responder, note: { fetched: boolean }): Promise<"done" | "changed-before-send"> {
+  const counters = patchCounters(rt);
+  const sliceBytes = sliceSize(rt);
   const total = meta.total;
   const honourRange = ifRangeMatches(getHeader(req.headers, "if-range"), meta.etag, meta.lastModified);
   const asked = honourRange ? parseRange(getHeader(req.headers, "range"), total) : null;
@@ -255,7 +251,7 @@ async function serveSlices(s: Store, meta: Meta, req: HttpRequest, res: Responde
     return "done";
   }
   let started = false;
-  const host = hostCount(req.target.host);
+  const host = hostCount(rt, req.target.host);
   if (total === 0) {
     res.head(status, headers, 0);
     res.end();
@@ -269,7 +265,7 @@ async function serveSlices(s: Store, meta: Meta, req: HttpRequest, res: Responde
     const to = Math.min(range.end, Math.min(sliceStart + sliceBytes, total) - 1) - sliceStart; // inclusive, within the slice
     let offset = 0; // end of the bytes of this slice seen so far
     try {
-      for await (const { at, bytes: chunk } of sliceBytesOf(s, meta, i, req, from, to)) {
+      for await (const { at, bytes: chunk } of sliceBytesOf(rt, s, meta, i, req, from, to, note)) {
         const cStart = at;
         const cEnd = at + chunk.byteLength - 1;
         offset = cEnd + 1;
@@ -286,15 +282,16 @@ async function serveSlices(s: Store, meta: Meta, req: HttpRequest, res: Responde
         if (res.closed) break;
       }
     } catch (e) {
-      const changed = (e as Error).message.includes("changed");
+      const changed = e instanceof FillError && e.outcome === "changed";
       if (!started && changed) return "changed-before-send";
       counters.errors++;
-      res.error(502, `patch download of ${meta.url} failed at slice ${i}: ${(e as Error).message.replace(/^.*?: /, "")}`);
+      const why = e instanceof FillError ? e.detail || e.outcome : (e as Error).message;
+      failWith(res, new ProxyError("PX_FILL_FAILED", "upstream", `patch download of ${meta.url} failed at slice ${i}: ${why}`));
       return "done";
     }
     if (!res.closed && offset < to + 1) {
       counters.errors++;
-      res.error(502, `slice ${i} of ${meta.url} is short (${offset} bytes)`);
+      failWith(res, new ProxyError("PX_FILL_FAILED", "upstream", `slice ${i} of ${meta.url} is short (${offset} bytes)`));
       return "done";
     }
   }
@@ -304,7 +301,17 @@ async function serveSlices(s: Store, meta: Meta, req: HttpRequest, res: Responde
 }
 
 /** The bytes of slice i: from the store, or from the one fill of that slice (started here if nobody has). */
-async function* sliceBytesOf(s: Store, meta: Meta, i: number, req: HttpRequest, from: number, to: number): AsyncGenerator<{ at: number; bytes: Uint8Array }> {
+async function* sliceBytesOf(
+  rt: WorkerRuntime,
+  s: Store,
+  meta: Meta,
+  i: number,
+  req: HttpRequest,
+  from: number,
+  to: number,
+  note: { fetched: boolean },
+): AsyncGenerator<{ at: number; bytes: Uint8Array }> {
+  const counters = patchCounters(rt);
   const key = sliceKey(meta, i);
   for (let attempt = 0; attempt < 3; attempt++) {
     const entry = s.lookup(key, []);
@@ -313,36 +320,34 @@ async function* sliceBytesOf(s: Store, meta: Meta, i: number, req: HttpRequest, 
       if (fd !== null) {
         counters.slice_hits++;
         s.touch(entry, entry.size);
-        yield* readSlice(s, key, entry, fd, from, to);
+        yield* readSlice(rt, s, key, entry, fd, from, to);
         return;
       }
       s.delete(key); // the index named a file that is gone
     }
-    const claim = s.claimFill(key);
-    if (claim.role === "filler" && claim.fill.replaced === "done") {
-      // The slice was stored between our lookup and our claim: look again instead of fetching it twice.
-      claim.fill.fail("superseded");
-      continue;
-    }
-    if (claim.role === "filler") {
+    const c = claimOrWait(s, key, (fill) => void runSliceFill(rt, s, fill, meta, i, req), true);
+    if (!c.ok) continue; // the slice was stored between our lookup and our claim: look again
+    if (c.filler) {
       counters.slice_misses++;
-      void runSliceFill(s, claim.fill, meta, i, req);
+      note.fetched = true;
     } else counters.slice_collapsed++;
-    const w = claim.role === "filler" ? s.claimFill(key) : claim;
-    if (w.role !== "waiter") throw new ProxyError("PX_INTERNAL", "internal", "slice fill claimed twice");
-    const tail = w.tail;
+    const tail = c.tail;
     try {
-      await tail.head();
+      const h = await tail.head();
+      if (!h.ok) {
+        if (isLookAgain(h.outcome)) continue;
+        throw new FillError(key, h.outcome, h.detail);
+      }
       let at = 0;
-      for await (const c of tail) {
-        yield { at, bytes: c };
-        at += c.byteLength;
+      for await (const part of tail) {
+        yield { at, bytes: part };
+        at += part.byteLength;
         if (at > to) return; // the rest of the slice is not wanted here (the fill goes on for the others)
       }
       return;
     } catch (e) {
       // its filler died (take over), or a claim that found the slice already stored gave way: look again
-      if (((e as ProxyError).code === "PX_FILL_STALE" || /superseded/.test((e as Error).message)) && tail.received === 0) continue;
+      if (e instanceof FillError && isLookAgain(e.outcome) && tail.received === 0) continue;
       throw e;
     } finally {
       tail.close();
@@ -356,7 +361,8 @@ async function* sliceBytesOf(s: Store, meta: Meta, i: number, req: HttpRequest, 
  * The first read of a blob in this worker also checks its SHA-256; a mismatch drops the slice and cuts the
  * download, so the agent retries and the slice is fetched again.
  */
-function* readSlice(s: Store, key: string, entry: Entry, fd: number, from: number, to: number): Generator<{ at: number; bytes: Uint8Array }> {
+function* readSlice(rt: WorkerRuntime, s: Store, key: string, entry: Entry, fd: number, from: number, to: number): Generator<{ at: number; bytes: Uint8Array }> {
+  const verified = rt.patchVerified;
   try {
     if (!verified.has(entry.blobPath)) {
       // First read of this slice in this worker since start: check all of it before sending a byte of it.
@@ -391,8 +397,6 @@ function readRange(fd: number, entry: Entry, start: number, end: number): Uint8A
   return buf;
 }
 
-const verified = new Set<string>();
-
 function openQuiet(path: string): number | null {
   try {
     return openSync(path, "r");
@@ -401,7 +405,9 @@ function openQuiet(path: string): number | null {
   }
 }
 
-async function runSliceFill(s: Store, fill: FillWriter, meta: Meta, i: number, req: HttpRequest) {
+async function runSliceFill(rt: WorkerRuntime, s: Store, fill: FillWriter, meta: Meta, i: number, req: HttpRequest) {
+  const counters = patchCounters(rt);
+  const sliceBytes = sliceSize(rt);
   const start = i * sliceBytes;
   const end = Math.min(start + sliceBytes, meta.total) - 1;
   const headers = upstreamHeaders(req);
@@ -409,11 +415,11 @@ async function runSliceFill(s: Store, fill: FillWriter, meta: Meta, i: number, r
   // Tie the slice to the version we know: a changed object answers 412 instead of mixing bytes.
   if (meta.etag) headers.push(["If-Match", meta.etag]);
   else headers.push(["If-Unmodified-Since", meta.lastModified!]);
-  const host = hostCount(req.target.host);
+  const host = hostCount(rt, req.target.host);
   let ok = false;
   let ex: ExchangeHandle | null = null;
   try {
-    ex = await startExchange(
+    ex = await rt.origins.start(
       { scheme: req.scheme, target: req.target, method: "GET", path: req.path, headers, body: { kind: "none" } },
       {
         onHead(h) {
@@ -422,8 +428,8 @@ async function runSliceFill(s: Store, fill: FillWriter, meta: Meta, i: number, r
           const lm = getHeader(h.headers, "last-modified") ?? null;
           const same = meta.etag ? etag === meta.etag : lm === meta.lastModified;
           if (h.status !== 206 || !cr || cr.start !== start || cr.end !== end || cr.total !== meta.total || !same) {
-            dropVersion(s, meta);
-            fill.fail(`the object changed upstream (answer ${h.status}${cr ? ` ${cr.start}-${cr.end}/${cr.total}` : ""})`);
+            dropVersion(rt, s, meta);
+            fill.fail("changed", `answer ${h.status}${cr ? ` ${cr.start}-${cr.end}/${cr.total}` : ""}`);
             ex?.abort();
             return;
           }
@@ -439,24 +445,28 @@ async function runSliceFill(s: Store, fill: FillWriter, meta: Meta, i: number, r
         },
         onEnd() {
           if (!ok) return;
+          if (fill.size !== end - start + 1) {
+            counters.errors++;
+            fill.fail("failed", `slice ${i}: ${fill.size} of ${end - start + 1} bytes`);
+            return;
+          }
           try {
-            if (fill.size !== end - start + 1) throw new Error(`slice ${i}: ${fill.size} of ${end - start + 1} bytes`);
             fill.commit({ vkey: "", url: meta.url, reqHeaders: [], vary: null, status: 206, headers: [["Content-Range", `bytes ${start}-${end}/${meta.total}`]] });
             s.evictIfNeeded();
           } catch (e) {
             counters.errors++;
-            fill.fail((e as Error).message);
+            fill.fail("failed", (e as Error).message);
           }
         },
         onError(e) {
           counters.errors++;
-          fill.fail(e.message);
+          fill.fail("failed", e.message);
         },
       },
       { config: rt.config, policy: rt.policy },
     );
   } catch (e) {
     counters.errors++;
-    fill.fail((e as Error).message);
+    fill.fail("failed", (e as Error).message);
   }
 }

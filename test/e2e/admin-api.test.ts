@@ -13,6 +13,7 @@ import { makeTestPki } from "../peers/test-ca";
 import { startTlsOrigin, type Origin } from "../peers/tls-origin";
 import { curl, startGateway, type Gateway } from "../peers/gateway";
 import { rawExchange } from "../peers/fake-client";
+import { waitFor as sharedWaitFor } from "../peers/helpers";
 import { makeCustomerChain, type CustomerChain } from "../peers/customer-chain";
 import { openArchive } from "../../src/admin/diagnostics";
 
@@ -39,14 +40,8 @@ const put = (g: Gateway, body: unknown) => g.admin("/api/config", { method: "PUT
 const through = (g: Gateway, host: string, path: string) =>
   curl(["-x", `http://127.0.0.1:${g.ports.proxy}`, "--cacert", pki.caPath, origin.url(host, path)]);
 
-async function waitFor(cond: () => boolean | Promise<boolean>, ms = 10_000, what = "condition") {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await cond()) return;
-    await Bun.sleep(50);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
+/** The shared bounded poll (test/peers/helpers.ts), with this file's positional arguments. */
+const waitFor = (cond: () => boolean | Promise<boolean>, ms = 10_000, what = "condition") => sharedWaitFor(cond, { timeoutMs: ms, what });
 
 function upload(g: Gateway, files: { root?: string | Blob; intermediate?: string | Blob; key?: string | Blob }, fields: Record<string, string> = {}) {
   const f = new FormData();
@@ -540,25 +535,22 @@ describe("hardening", () => {
   });
 
   test("a gateway started without a config file saves its first change into data_dir/agate.toml", async () => {
-    // startGateway always writes a file; here the API's fallback path is exercised through the supervisor directly.
-    const { startSupervisor } = await import("../../src/supervisor/supervisor");
+    // startGateway always writes a file; here the API's fallback path is exercised in-process through main.ts.
+    const { startGateway: startInProcess } = await import("../../src/main");
     const { parseConfig } = await import("../../src/core/config");
     const dir = (await import("node:fs")).mkdtempSync(join((await import("node:os")).tmpdir(), "agate-nofile-"));
-    const sup = await startSupervisor({
-      config: parseConfig({ gateway: { data_dir: join(dir, "data"), workers: 1 }, proxy: { port: 0, listen: "127.0.0.1" }, admin: { port: 0, token: "test-token-0123456789abcdef" } }),
+    await using gw = await startInProcess({
+      config: parseConfig({ gateway: { data_dir: join(dir, "data"), workers: 1 }, proxy: { port: 0, listen: "127.0.0.1" }, admin: { port: 0, listen: "127.0.0.1", token: "test-token-0123456789abcdef" } }),
       configPath: null,
     });
-    try {
-      const url = readFileSync(join(dir, "data", "admin.url"), "utf8").trim();
-      const r = await fetch(`${url}/api/config`, { method: "PUT", headers: { authorization: "Bearer test-token-0123456789abcdef" }, body: JSON.stringify({ cache: { allowed_domains: ["adobe.com"] } }) });
-      expect(r.status).toBe(200);
-      expect((await r.json()).file).toBe(join(dir, "data", "agate.toml"));
-      expect(sup.configPath).toBe(join(dir, "data", "agate.toml"));
-      expect(readFileSync(join(dir, "data", "agate.toml"), "utf8")).toContain('allowed_domains = ["adobe.com"]');
-      expect((await sup.reloadFromFile()).ok).toBe(true);
-    } finally {
-      await sup.drain();
-    }
+    const sup = gw.supervisor;
+    const url = readFileSync(join(dir, "data", "admin.url"), "utf8").trim();
+    const r = await fetch(`${url}/api/config`, { method: "PUT", headers: { authorization: "Bearer test-token-0123456789abcdef" }, body: JSON.stringify({ cache: { allowed_domains: ["adobe.com"] } }) });
+    expect(r.status).toBe(200);
+    expect((await r.json()).file).toBe(join(dir, "data", "agate.toml"));
+    expect(sup.configPath).toBe(join(dir, "data", "agate.toml"));
+    expect(readFileSync(join(dir, "data", "agate.toml"), "utf8")).toContain('allowed_domains = ["adobe.com"]');
+    expect((await sup.reloadFromFile()).ok).toBe(true);
   });
 });
 

@@ -8,7 +8,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { makeTestPki } from "../peers/test-ca";
 import { startTlsOrigin, type Origin } from "../peers/tls-origin";
-import { curl, startGateway, type Gateway } from "../peers/gateway";
+import { curl, reportedStats, startGateway, type Gateway } from "../peers/gateway";
 import { rawExchange } from "../peers/fake-client";
 import { makeCustomerChain } from "../peers/customer-chain";
 
@@ -52,16 +52,22 @@ describe("TLS termination", () => {
   });
 
   test("50 concurrent first handshakes for a new host, over both workers, mint one leaf", async () => {
-    await Bun.sleep(1200);
-    const before = (await (await gw.admin("/api/stats")).json()).totals.cache?.leaf_mints ?? 0;
+    // A gateway of its own, so its counters start at zero and hold nothing but these 50 connections.
+    await using g = await startGateway({
+      cache: { enabled: true, port: 0, listen: "127.0.0.1" },
+      tls: { upstream_ca: pki.caPath },
+      destinations: { ports: [origin.port] },
+      hosts,
+    });
+    const ca = join(g.dir, "gateway-ca.pem");
+    writeFileSync(ca, await (await fetch(`http://127.0.0.1:${g.ports.admin}/ca.pem`)).text());
     const urls = Array.from({ length: 50 }, (_, i) => origin.url(FRESH, `/mint${i}`));
-    const r = await curl([...via(), "-Z", "--parallel-max", "50", "-w", "%{http_code}\n", ...urls.flatMap((u) => [u, "-o", "/dev/null"])], 60_000);
+    const r = await curl(["-x", `http://127.0.0.1:${g.ports.cache}`, "--cacert", ca, "-Z", "--parallel-max", "50", "-w", "%{http_code}\n", ...urls.flatMap((u) => [u, "-o", "/dev/null"])], 60_000);
     expect(r.stdout.trim().split("\n").filter((l) => l === "200").length).toBe(50);
-    await Bun.sleep(1200);
-    const st = await (await gw.admin("/api/stats")).json();
+    const st = await reportedStats(g, { tunnels: 50 });
     // exactly one mint for FRESH, in whichever worker won the lock; the other worker read its file
-    expect(st.totals.cache.leaf_mints - before).toBe(1);
-    expect(st.workers.filter((w: any) => (w.counters?.activeConnections ?? 0) >= 0 && w.counters?.totalTunnels > 0).length).toBe(2);
+    expect(st.totals.cache.leaf_mints).toBe(1);
+    expect(st.workers.filter((w: any) => w.counters?.totalTunnels > 0).length).toBe(2);
   });
 
   test("/ca.pem and /ca.der serve the same certificate, with no token", async () => {
@@ -120,13 +126,20 @@ describe("what is not cached streams through", () => {
   });
 
   test("origin connections are kept alive and reused across agents' requests", async () => {
-    await Bun.sleep(1200);
-    const before = (await (await gw.admin("/api/stats")).json()).totals.cache?.origin_reuses ?? 0;
-    for (let i = 0; i < 6; i++) expect((await curl([...via(), "--data-binary", `ka${i}`, origin.url(HOST, "/echo")])).stdout).toBe(`ka${i}`);
-    await Bun.sleep(1200);
-    const after = (await (await gw.admin("/api/stats")).json()).totals.cache.origin_reuses;
+    // A gateway of its own, so its counters start at zero and hold nothing but these 6 requests.
+    await using g = await startGateway({
+      cache: { enabled: true, port: 0, listen: "127.0.0.1" },
+      tls: { upstream_ca: pki.caPath },
+      destinations: { ports: [origin.port] },
+      hosts,
+    });
+    const ca = join(g.dir, "gateway-ca.pem");
+    writeFileSync(ca, await (await fetch(`http://127.0.0.1:${g.ports.admin}/ca.pem`)).text());
+    const viaG = ["-x", `http://127.0.0.1:${g.ports.cache}`, "--cacert", ca];
+    for (let i = 0; i < 6; i++) expect((await curl([...viaG, "--data-binary", `ka${i}`, origin.url(HOST, "/echo")])).stdout).toBe(`ka${i}`);
+    const after = (await reportedStats(g, { tunnels: 6 })).totals.cache.origin_reuses;
     // 6 requests over 2 workers: at least one worker sent 3, two of them on a reused connection
-    expect(after - before).toBeGreaterThanOrEqual(2);
+    expect(after).toBeGreaterThanOrEqual(2);
   });
 
   test("Expect: 100-continue gets its interim answer and the body arrives", async () => {
@@ -172,21 +185,17 @@ describe("what is not cached streams through", () => {
 describe("a customer-signed chain from the config", () => {
   test("is the issuer the agent sees, and the agent verifies with the customer's root", async () => {
     const chain = makeCustomerChain();
-    const g = await startGateway({
+    await using g = await startGateway({
       cache: { enabled: true, port: 0, listen: "127.0.0.1" },
       tls: { upstream_ca: pki.caPath, ca: "customer", ca_cert: chain.root, ca_chain: chain.intermediate, ca_key: chain.key },
       destinations: { ports: [origin.port] },
       hosts,
     });
-    try {
-      const r = await curl(["-x", `http://127.0.0.1:${g.ports.cache}`, "--cacert", chain.root, "-v", origin.url(HOST, "/customer")]);
-      expect(r.stdout).toBe("hello from origin /customer\n");
-      expect(r.stderr).toContain("issuer: CN=Example Corp Issuing CA");
-      const pem = await (await fetch(`http://127.0.0.1:${g.ports.admin}/ca.pem`)).text();
-      expect(pem).toBe(chain.rootPem);
-    } finally {
-      await g.stop();
-    }
+    const r = await curl(["-x", `http://127.0.0.1:${g.ports.cache}`, "--cacert", chain.root, "-v", origin.url(HOST, "/customer")]);
+    expect(r.stdout).toBe("hello from origin /customer\n");
+    expect(r.stderr).toContain("issuer: CN=Example Corp Issuing CA");
+    const pem = await (await fetch(`http://127.0.0.1:${g.ports.admin}/ca.pem`)).text();
+    expect(pem).toBe(chain.rootPem);
   });
 
   test("a chain whose key does not match is refused at start, naming the key file", async () => {

@@ -8,7 +8,8 @@ import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { makeTestPki } from "../peers/test-ca";
 import { patternBytes, startTlsOrigin, type Origin } from "../peers/tls-origin";
-import { curl, startGateway, type Gateway } from "../peers/gateway";
+import { curl, reportedStats, startGateway, type Gateway } from "../peers/gateway";
+import { waitFor } from "../peers/helpers";
 
 const HOST = "qagpublic.qg1.apps.qualys.com";
 const MS = "download.microsoft.com";
@@ -23,7 +24,7 @@ beforeAll(() => {
   origin = startTlsOrigin(pki, {
     "/manifest": () => new Response(MANIFEST, { headers: { "cache-control": "max-age=600", etag: '"m1"' } }),
     "/slow-manifest": async () => {
-      await Bun.sleep(2000); // the first requests arrive while the one fill is still waiting
+      await Bun.sleep(2000); // the scenario: a slow origin, so the first requests arrive while the one fill is still waiting
       return new Response(patternBytes(1_000_000), { headers: { "cache-control": "max-age=600" } });
     },
     "/short-lived": (req) => {
@@ -45,7 +46,10 @@ beforeAll(() => {
 });
 afterAll(() => origin?.stop());
 
-async function cacheGateway(dir?: string): Promise<{ gw: Gateway; ca: string }> {
+type CacheGateway = { gw: Gateway; ca: string; [Symbol.asyncDispose]: () => Promise<void> };
+
+/** A gateway in cache mode and its CA file; `await using` stops it. */
+async function cacheGateway(dir?: string): Promise<CacheGateway> {
   const gw = await startGateway(
     {
       cache: { enabled: true, port: 0, listen: "127.0.0.1", allowed_domains: ["microsoft.com"] },
@@ -57,7 +61,7 @@ async function cacheGateway(dir?: string): Promise<{ gw: Gateway; ca: string }> 
   );
   const ca = join(gw.dir, "agate-ca.pem");
   writeFileSync(ca, await (await fetch(`http://127.0.0.1:${gw.ports.admin}/ca.pem`)).text());
-  return { gw, ca };
+  return { gw, ca, [Symbol.asyncDispose]: () => gw[Symbol.asyncDispose]() };
 }
 
 const hits = (p: string) => origin.hits.get(p) ?? 0;
@@ -71,7 +75,19 @@ describe("a running cache", () => {
   afterAll(async () => {
     await gw?.stop();
   });
-  const get = (path: string, extra: string[] = [], host = HOST) => curl(["-x", `http://127.0.0.1:${gw.ports.cache}`, "--cacert", ca, ...extra, origin.url(host, path)]);
+  // Each curl here opens exactly one tunnel; the count tells when the workers' reports cover them all.
+  let tunnels = 0;
+  const through = (args: string[]) => (tunnels++, curl(["-x", `http://127.0.0.1:${gw.ports.cache}`, ...args]));
+  const get = (path: string, extra: string[] = [], host = HOST) => through(["--cacert", ca, ...extra, origin.url(host, path)]);
+  /** GET `path` until the origin sees one more request for it than `before` (the entry went stale), bounded. */
+  const getUntilOriginAsked = (path: string, before: number) =>
+    waitFor(
+      async () => {
+        const r = await get(path);
+        return origin.requests.filter((q) => q.path === path).length > before && r;
+      },
+      { timeoutMs: 10_000, what: `${path} to go stale and reach the origin`, everyMs: 200 },
+    );
 
   test("a second request is a hit: the origin saw one request, the bytes are identical", async () => {
     const f1 = join(gw.dir, "m1"), f2 = join(gw.dir, "m2");
@@ -83,14 +99,23 @@ describe("a running cache", () => {
   });
 
   test("200 concurrent first requests, spread over the workers, cost the origin one request", async () => {
+    // A gateway of its own: its counters hold these 200 requests only (curl may reuse tunnels, so count requests).
+    await using own = await cacheGateway();
     const urls = Array.from({ length: 200 }, () => origin.url(HOST, "/slow-manifest"));
-    const r = await curl(["-x", `http://127.0.0.1:${gw.ports.cache}`, "--cacert", ca, "-Z", "--parallel-max", "200", "-w", "%{http_code} %{size_download}\n", ...urls.flatMap((u) => [u, "-o", "/dev/null"])], 60_000);
+    const r = await curl(["-x", `http://127.0.0.1:${own.gw.ports.cache}`, "--cacert", own.ca, "-Z", "--parallel-max", "200", "-w", "%{http_code} %{size_download}\n", ...urls.flatMap((u) => [u, "-o", "/dev/null"])], 60_000);
     const lines = r.stdout.trim().split("\n");
     expect(lines.length).toBe(200);
     expect(lines.every((l) => l === "200 1000000")).toBe(true);
     expect(hits("/slow-manifest")).toBe(1);
-    await Bun.sleep(1200);
-    const st = await (await gw.admin("/api/stats")).json();
+    // Workers report their counters about once a second: wait until the reports account for all 200.
+    const st = await waitFor(
+      async () => {
+        const now: any = await (await own.gw.admin("/api/stats")).json();
+        const c = now.totals.cache;
+        return c && c.hits + c.misses + c.collapsed >= 200 && now;
+      },
+      { what: "stats covering the 200 requests", everyMs: 100 },
+    );
     const perWorker = st.workers.map((w: any) => (w.counters?.cache?.collapsed ?? 0) + (w.counters?.cache?.misses ?? 0));
     expect(perWorker.filter((n: number) => n > 0).length).toBe(2); // both workers took part
     // most of them waited on the one fill rather than finding it done (the origin held the answer for 2 s)
@@ -100,16 +125,15 @@ describe("a running cache", () => {
   test("a stale entry revalidates with If-None-Match and the origin's 304 freshens it", async () => {
     version = 1;
     expect((await get("/short-lived")).stdout).toBe("version 1\n");
-    await Bun.sleep(3100); // past max-age=2
+    // Past max-age=2 the next request goes to the origin; until then each request is a hit (instead of sleeping 3 s).
     const before = origin.requests.filter((r) => r.path === "/short-lived").length;
-    expect((await get("/short-lived")).stdout).toBe("version 1\n");
+    expect((await getUntilOriginAsked("/short-lived", before)).stdout).toBe("version 1\n");
     const reqs = origin.requests.filter((r) => r.path === "/short-lived");
     expect(reqs.length).toBe(before + 1);
     expect(reqs.at(-1)!.headers["if-none-match"]).toBe('"v1"');
     // a changed object after it goes stale again is fetched whole
     version = 2;
-    await Bun.sleep(3100);
-    expect((await get("/short-lived")).stdout).toBe("version 2\n");
+    expect((await getUntilOriginAsked("/short-lived", before + 1)).stdout).toBe("version 2\n");
   });
 
   test("max-age=0, must-revalidate: every request costs one conditional request and a 304, not a download", async () => {
@@ -157,15 +181,14 @@ describe("a running cache", () => {
   });
 
   test("an allowed domain passes through and is never cached", async () => {
-    await curl(["-x", `http://127.0.0.1:${gw.ports.cache}`, "--cacert", pki.caPath, origin.url(MS, "/manifest")]);
+    await through(["--cacert", pki.caPath, origin.url(MS, "/manifest")]);
     const before = hits("/manifest");
-    await curl(["-x", `http://127.0.0.1:${gw.ports.cache}`, "--cacert", pki.caPath, origin.url(MS, "/manifest")]);
+    await through(["--cacert", pki.caPath, origin.url(MS, "/manifest")]);
     expect(hits("/manifest")).toBe(before + 1);
   });
 
   test("the supervisor's stats count hits, misses, collapsed waiters and savings", async () => {
-    await Bun.sleep(1200);
-    const st = await (await gw.admin("/api/stats")).json();
+    const st = await reportedStats(gw, { tunnels });
     const c = st.totals.cache;
     expect(c.hits).toBeGreaterThan(3);
     expect(c.misses).toBeGreaterThan(5);
@@ -182,14 +205,14 @@ describe("a running cache", () => {
 
 describe("the store across restarts", () => {
   test("a restart keeps the entries; a blob corrupted on disk is detected and refetched", async () => {
-    const first = await cacheGateway();
+    await using first = await cacheGateway();
     const dir = first.gw.dir;
     const get = (g: { gw: Gateway; ca: string }, path: string, out: string) =>
       curl(["-x", `http://127.0.0.1:${g.gw.ports.cache}`, "--cacert", g.ca, "-o", out, origin.url(HOST, path)]);
     await get(first, "/manifest", join(dir, "a"));
     await get(first, "/corrupt-me", join(dir, "b"));
     const m0 = hits("/manifest"), c0 = hits("/corrupt-me");
-    await first.gw.stop();
+    await first.gw.stop(); // stopped here, for the restart; disposing it again at the end is a no-op
 
     // Flip one byte of the /corrupt-me blob (the 300,000-byte one).
     const blobs: string[] = [];
@@ -203,18 +226,14 @@ describe("the store across restarts", () => {
     bytes[1234] ^= 0xff;
     writeFileSync(victim, bytes);
 
-    const second = await cacheGateway(dir);
-    try {
-      await get(second, "/manifest", join(dir, "a2"));
-      expect(hits("/manifest")).toBe(m0); // kept across the restart
-      expect(Buffer.compare(readFileSync(join(dir, "a2")), Buffer.from(MANIFEST))).toBe(0);
-      await get(second, "/corrupt-me", join(dir, "b2"));
-      expect(hits("/corrupt-me")).toBe(c0 + 1); // detected, refetched
-      expect(Buffer.compare(readFileSync(join(dir, "b2")), Buffer.from(patternBytes(300_000, 5)))).toBe(0);
-      await get(second, "/corrupt-me", join(dir, "b3"));
-      expect(hits("/corrupt-me")).toBe(c0 + 1); // and stored again
-    } finally {
-      await second.gw.stop();
-    }
+    await using second = await cacheGateway(dir);
+    await get(second, "/manifest", join(dir, "a2"));
+    expect(hits("/manifest")).toBe(m0); // kept across the restart
+    expect(Buffer.compare(readFileSync(join(dir, "a2")), Buffer.from(MANIFEST))).toBe(0);
+    await get(second, "/corrupt-me", join(dir, "b2"));
+    expect(hits("/corrupt-me")).toBe(c0 + 1); // detected, refetched
+    expect(Buffer.compare(readFileSync(join(dir, "b2")), Buffer.from(patternBytes(300_000, 5)))).toBe(0);
+    await get(second, "/corrupt-me", join(dir, "b3"));
+    expect(hits("/corrupt-me")).toBe(c0 + 1); // and stored again
   });
 });

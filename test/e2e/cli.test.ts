@@ -10,6 +10,7 @@ import { makeTestPki } from "../peers/test-ca";
 import { startTlsOrigin, type Origin } from "../peers/tls-origin";
 import { ROOT, curl, startGateway, type Gateway } from "../peers/gateway";
 import { makeCustomerChain } from "../peers/customer-chain";
+import { waitFor } from "../peers/helpers";
 
 const HOST = "qagpublic.qg1.apps.qualys.com";
 const pki = makeTestPki([HOST]);
@@ -62,13 +63,14 @@ describe("agate CLI", () => {
     expect(j.ports.proxy).toBe(gw.ports.proxy);
 
     await curl(["-x", `http://127.0.0.1:${gw.ports.proxy}`, "--cacert", pki.caPath, origin.url(HOST, "/cli")]);
-    let st: any;
-    const end = Date.now() + 10_000;
-    do {
-      st = JSON.parse((await agate(["stats", "--json"])).out);
-      if (st.totals.totalTunnels >= 1) break;
-      await Bun.sleep(200);
-    } while (Date.now() < end);
+    // workers report their counters about once a second
+    const st: any = await waitFor(
+      async () => {
+        const now = JSON.parse((await agate(["stats", "--json"])).out);
+        return now.totals.totalTunnels >= 1 && now;
+      },
+      { what: "the tunnel counted in agate stats", everyMs: 200 },
+    );
     expect(st.totals.totalTunnels).toBeGreaterThanOrEqual(1);
     const t = await agate(["stats"]);
     expect(t.out).toMatch(/^tunnels since start\s+[1-9]/m);

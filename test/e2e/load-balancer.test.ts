@@ -11,18 +11,12 @@ import type { Subprocess } from "bun";
 import { makeTestPki } from "../peers/test-ca";
 import { startTlsOrigin, type Origin } from "../peers/tls-origin";
 import { curl, startGateway, type Gateway } from "../peers/gateway";
+import { freePort, waitFor } from "../peers/helpers";
 
 const HOST = "qagpublic.qg1.apps.qualys.com";
 const pki = makeTestPki([HOST]);
 const HAPROXY = ["/usr/sbin/haproxy", "/usr/bin/haproxy"].find((p) => Bun.file(p).size > 0);
 if (!HAPROXY) console.warn("[skip] load-balancer test: haproxy is not installed (apt-get install haproxy)");
-
-async function freePort() {
-  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const p = l.port;
-  l.stop(true);
-  return p;
-}
 
 describe.skipIf(!HAPROXY)("two gateways behind haproxy", () => {
   let origin: Origin;
@@ -35,8 +29,9 @@ describe.skipIf(!HAPROXY)("two gateways behind haproxy", () => {
     const cfg = { destinations: { ports: [origin.port] }, hosts: { [HOST]: "127.0.0.1" }, gateway: { workers: 1, drain_grace_s: 1 } };
     a = await startGateway(cfg);
     b = await startGateway(cfg);
-    lbPort = await freePort();
-    statsPort = await freePort();
+    // haproxy cannot be told port 0
+    lbPort = freePort();
+    statsPort = freePort();
     const dir = mkdtempSync(join(tmpdir(), "agate-haproxy-"));
     writeFileSync(
       join(dir, "haproxy.cfg"),
@@ -67,15 +62,17 @@ describe.skipIf(!HAPROXY)("two gateways behind haproxy", () => {
       ].join("\n"),
     );
     lb = Bun.spawn([HAPROXY!, "-f", join(dir, "haproxy.cfg"), "-db"], { stdout: "pipe", stderr: "pipe" });
-    // Wait until haproxy reports both servers UP.
-    for (let i = 0; i < 100; i++) {
-      const csv = await fetch(`http://127.0.0.1:${statsPort}/stats;csv`).then((r) => r.text(), () => "");
-      if ((csv.match(/^gateways,(a|b),.*?,UP,/gm) ?? []).length === 2) break;
-      await Bun.sleep(100);
-    }
+    await waitFor(
+      async () => {
+        const csv = await fetch(`http://127.0.0.1:${statsPort}/stats;csv`).then((r) => r.text(), () => "");
+        return (csv.match(/^gateways,(a|b),.*?,UP,/gm) ?? []).length === 2;
+      },
+      { what: "haproxy reporting both gateways UP", everyMs: 100 },
+    );
   });
   afterAll(async () => {
     lb?.kill("SIGKILL");
+    await lb?.exited;
     await a?.stop();
     await b?.stop();
     origin?.stop();
@@ -101,12 +98,14 @@ describe.skipIf(!HAPROXY)("two gateways behind haproxy", () => {
   test("a draining gateway drops out of the pool and agents keep getting through", async () => {
     a.proc.kill("SIGTERM");
     expect(await a.proc.exited).toBe(0);
-    let st: Record<string, string> = {};
-    for (let i = 0; i < 50; i++) {
-      st = await status();
-      if (st.a?.startsWith("DOWN")) break;
-      await Bun.sleep(100);
-    }
+    // haproxy checks every 200 ms and needs two failures (fall 2)
+    const st = await waitFor(
+      async () => {
+        const now = await status();
+        return now.a?.startsWith("DOWN") && now;
+      },
+      { timeoutMs: 5000, what: "haproxy marking the drained gateway DOWN", everyMs: 100 },
+    );
     expect(st.a).toStartWith("DOWN");
     expect(st.b).toBe("UP");
     for (let i = 0; i < 4; i++) {

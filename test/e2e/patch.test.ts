@@ -12,6 +12,7 @@ import { makeTestPki } from "../peers/test-ca";
 import { type RangeOrigin, sha256OfPattern, startRangeOrigin, writePatternFile } from "../peers/range-origin";
 import { curl, startGateway, type Gateway } from "../peers/gateway";
 import { rawExchange } from "../peers/fake-client";
+import { waitFor } from "../peers/helpers";
 
 const VENDOR = "download.windowsupdate.example";
 const pki = makeTestPki([VENDOR]);
@@ -159,19 +160,15 @@ describe("a range of an object not cached yet", () => {
   test("is fetched without downloading the whole file first", async () => {
     const vol = join(work, "vol-range");
     mkdirSync(vol);
-    const gw = await startGateway(patchConfig(vol));
-    try {
-      const ca = await withCa(gw);
-      https.setFile("/kb/other.msu", join(work, "big.bin"), '"other-v1"');
-      const before = https.bytesSent();
-      const start = 700 * 1024 * 1024 + 3;
-      const r = await fetchThrough(gw, ca, https.url(VENDOR, "/kb/other.msu"), ["-r", `${start}-${start + 99_999}`]);
-      expect(r.status).toBe(206);
-      expect(r.sha).toBe(await sha256OfPattern(100_000, start));
-      expect(https.bytesSent() - before).toBeLessThanOrEqual(2 * SLICE + 1); // one or two slices, not 1 GB
-    } finally {
-      await gw.stop();
-    }
+    await using gw = await startGateway(patchConfig(vol));
+    const ca = await withCa(gw);
+    https.setFile("/kb/other.msu", join(work, "big.bin"), '"other-v1"');
+    const before = https.bytesSent();
+    const start = 700 * 1024 * 1024 + 3;
+    const r = await fetchThrough(gw, ca, https.url(VENDOR, "/kb/other.msu"), ["-r", `${start}-${start + 99_999}`]);
+    expect(r.status).toBe(206);
+    expect(r.sha).toBe(await sha256OfPattern(100_000, start));
+    expect(https.bytesSent() - before).toBeLessThanOrEqual(2 * SLICE + 1); // one or two slices, not 1 GB
   });
 });
 
@@ -185,11 +182,13 @@ describe("an origin that changes its file mid-way", () => {
     writePatternFile(v2, size, 13);
     https.setFile("/app/installer.exe", v1, '"inst-1"');
     https.throttle.set("/app/installer.exe", 20);
-    const gw = await startGateway(patchConfig(vol));
+    await using gw = await startGateway(patchConfig(vol));
     try {
       const ca = await withCa(gw);
+      const sent0 = https.bytesSent();
       const pending = fetchThrough(gw, ca, https.url(VENDOR, "/app/installer.exe"));
-      await Bun.sleep(1500); // some slices in
+      // some slices in (a quarter of the 40), then the origin changes the file
+      await waitFor(() => https.bytesSent() - sent0 >= 10 * SLICE, { timeoutMs: 30_000, what: "10 slices from the origin" });
       https.setFile("/app/installer.exe", v2, '"inst-2"');
       const r = await pending;
       const old = await sha256OfPattern(size, 0, 0);
@@ -203,7 +202,6 @@ describe("an origin that changes its file mid-way", () => {
       expect(again.sha).toBe(neu);
     } finally {
       https.throttle.delete("/app/installer.exe");
-      await gw.stop();
     }
   }, 120_000);
 });
@@ -212,8 +210,8 @@ describe("who may use it", () => {
   test("a client outside client_networks gets 403, a User-Agent that is not an agent too", async () => {
     const vol = join(work, "vol-clients");
     mkdirSync(vol);
-    const gw = await startGateway(patchConfig(vol, { client_networks: ["10.0.0.0/8"] }));
-    try {
+    {
+      await using gw = await startGateway(patchConfig(vol, { client_networks: ["10.0.0.0/8"] }));
       const raw = await rawExchange(gw.ports.cache!, `CONNECT ${VENDOR}:${https.port} HTTP/1.1\r\n\r\n`);
       expect(raw).toStartWith("HTTP/1.1 403 ");
       const plain = await rawExchange(gw.ports.cache!, `GET http://${VENDOR}:${http.port}/kb/cumulative.msu HTTP/1.1\r\nHost: ${VENDOR}\r\n\r\n`);
@@ -221,39 +219,31 @@ describe("who may use it", () => {
       // the proxy port's rules do not change
       const p = await rawExchange(gw.ports.proxy, `CONNECT ${VENDOR}:${https.port} HTTP/1.1\r\n\r\n`);
       expect(p).toContain("not an allowed domain");
-    } finally {
-      await gw.stop();
     }
     const vol2 = join(work, "vol-ua");
     mkdirSync(vol2);
-    const g2 = await startGateway(patchConfig(vol2, { agent_user_agents: ["QualysAgent/*"] }));
-    try {
+    {
+      await using g2 = await startGateway(patchConfig(vol2, { agent_user_agents: ["QualysAgent/*"] }));
       const denied = await rawExchange(g2.ports.cache!, `CONNECT ${VENDOR}:${https.port} HTTP/1.1\r\nUser-Agent: curl/8\r\n\r\n`);
       expect(denied).toStartWith("HTTP/1.1 403 ");
       const ok = await rawExchange(g2.ports.cache!, `CONNECT ${VENDOR}:${https.port} HTTP/1.1\r\nUser-Agent: QualysAgent/6.1\r\n\r\n`, { waitMs: 500 });
       expect(ok).toStartWith("HTTP/1.1 200 ");
-    } finally {
-      await g2.stop();
     }
   });
 
   test("patch mode on a too-small volume is refused with the rule and the sizes; cache mode keeps working", async () => {
     const vol = join(work, "vol-small");
     mkdirSync(vol);
-    const gw = await startGateway(patchConfig(vol, { min_volume_bytes: 10 ** 15 }));
-    try {
-      const line = await gw.waitForLine((l) => l.msg === "patch mode not enabled");
-      expect(line.reason).toContain(`patch.volume ${vol} is`);
-      expect(line.reason).toContain("below patch.min_volume_bytes");
-      const h = await (await fetch(`http://127.0.0.1:${gw.ports.admin}/healthz`)).json();
-      expect(h.health).toBe("Degraded");
-      expect(h.reasons.join(" ")).toContain("patch mode refused");
-      // not an open proxy: a vendor host is refused as in cache mode
-      const raw = await rawExchange(gw.ports.cache!, `CONNECT ${VENDOR}:${https.port} HTTP/1.1\r\n\r\n`);
-      expect(raw).toStartWith("HTTP/1.1 403 ");
-    } finally {
-      await gw.stop();
-    }
+    await using gw = await startGateway(patchConfig(vol, { min_volume_bytes: 10 ** 15 }));
+    const line = await gw.waitForLine((l) => l.msg === "patch mode not enabled");
+    expect(line.reason).toContain(`patch.volume ${vol} is`);
+    expect(line.reason).toContain("below patch.min_volume_bytes");
+    const h = await (await fetch(`http://127.0.0.1:${gw.ports.admin}/healthz`)).json();
+    expect(h.health).toBe("Degraded");
+    expect(h.reasons.join(" ")).toContain("patch mode refused");
+    // not an open proxy: a vendor host is refused as in cache mode
+    const raw = await rawExchange(gw.ports.cache!, `CONNECT ${VENDOR}:${https.port} HTTP/1.1\r\n\r\n`);
+    expect(raw).toStartWith("HTTP/1.1 403 ");
   });
 });
 
@@ -267,24 +257,26 @@ describe("durability", () => {
     https.setFile("/crash/update.cab", f, '"crash-1"');
     https.throttle.set("/crash/update.cab", 15);
     const dir = mkdtempSync(join(tmpdir(), "agate-gw-crash-"));
-    const gw = await startGateway(patchConfig(vol), { dir });
-    const ca = await withCa(gw);
-    const pending = fetchThrough(gw, ca, https.url(VENDOR, "/crash/update.cab"));
-    await Bun.sleep(1500);
-    gw.proc.kill("SIGKILL");
-    await gw.proc.exited;
-    await pending;
-    https.throttle.delete("/crash/update.cab");
-    const g2 = await startGateway(patchConfig(vol), { dir });
-    try {
+    {
+      await using gw = await startGateway(patchConfig(vol), { dir });
+      const ca = await withCa(gw);
+      const sent0 = https.bytesSent();
+      const pending = fetchThrough(gw, ca, https.url(VENDOR, "/crash/update.cab"));
+      // mid-fill: a third of the 24 slices have left the origin
+      await waitFor(() => https.bytesSent() - sent0 >= 8 * SLICE, { timeoutMs: 30_000, what: "8 slices from the origin" });
+      gw.proc.kill("SIGKILL");
+      await gw.proc.exited;
+      await pending;
+      https.throttle.delete("/crash/update.cab");
+    }
+    {
+      await using g2 = await startGateway(patchConfig(vol), { dir });
       const ca2 = await withCa(g2);
       const r = await fetchThrough(g2, ca2, https.url(VENDOR, "/crash/update.cab"));
       expect(r.size).toBe(size);
       expect(r.sha).toBe(await sha256OfPattern(size, 0, 99));
       const again = await fetchThrough(g2, ca2, https.url(VENDOR, "/crash/update.cab"));
       expect(again.sha).toBe(r.sha);
-    } finally {
-      await g2.stop();
     }
 
     // A slice corrupted on disk is caught before its bytes go out, dropped, and fetched again.
@@ -297,8 +289,8 @@ describe("durability", () => {
     const bytes = readFileSync(victim);
     bytes[4321] ^= 0x5a;
     writeFileSync(victim, bytes);
-    const g3 = await startGateway(patchConfig(vol), { dir });
-    try {
+    {
+      await using g3 = await startGateway(patchConfig(vol), { dir });
       const ca3 = await withCa(g3);
       const before = https.bytesSent();
       const cut = await fetchThrough(g3, ca3, https.url(VENDOR, "/crash/update.cab"));
@@ -308,8 +300,6 @@ describe("durability", () => {
       expect(fixed.size).toBe(size);
       expect(fixed.sha).toBe(await sha256OfPattern(size, 0, 99));
       expect(https.bytesSent() - before).toBe(SLICE); // exactly the one bad slice again
-    } finally {
-      await g3.stop();
     }
   }, 180_000);
 });

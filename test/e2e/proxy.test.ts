@@ -8,6 +8,7 @@ import { makeTestPki } from "../peers/test-ca";
 import { startTlsOrigin, type Origin } from "../peers/tls-origin";
 import { curl, startGateway, type Gateway } from "../peers/gateway";
 import { rawExchange, openTunnel } from "../peers/fake-client";
+import { freePort, waitFor } from "../peers/helpers";
 
 const HOST = "qagpublic.qg1.apps.qualys.com";
 const OTHER = "camsrepo.qg1.apps.qualys.com";
@@ -131,46 +132,38 @@ describe("clear statuses for bad requests", () => {
   });
 
   test("an unreachable origin → 502 with the reason", async () => {
-    // A port on loopback nobody listens on.
-    const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-    const dead = l.port;
-    l.stop(true);
-    const g2 = await startGateway({ destinations: { ports: [dead] }, hosts });
-    try {
-      const raw = await rawExchange(g2.ports.proxy, `CONNECT ${HOST}:${dead} HTTP/1.1\r\n\r\n`);
-      expect(raw).toStartWith("HTTP/1.1 502 ");
-      expect(raw).toContain("connection refused");
-    } finally {
-      await g2.stop();
-    }
+    const dead = freePort(); // a port on loopback nobody listens on
+    await using g2 = await startGateway({ destinations: { ports: [dead] }, hosts });
+    const raw = await rawExchange(g2.ports.proxy, `CONNECT ${HOST}:${dead} HTTP/1.1\r\n\r\n`);
+    expect(raw).toStartWith("HTTP/1.1 502 ");
+    expect(raw).toContain("connection refused");
   });
 });
 
 describe("admission", () => {
   test("past max_connections a new agent is refused at once with 503 and Retry-After, and counted", async () => {
-    const g = await startGateway({ destinations: { ports: [origin.port] }, hosts, proxy: { max_connections: 3 } });
-    try {
-      const held = await Promise.all([0, 1, 2].map(() => openTunnel(g.ports.proxy, `${HOST}:${origin.port}`)));
-      for (const t of held) expect(t.head).toStartWith("HTTP/1.1 200");
-      // answered, not left to time out: the 503 arrives although the agent never finishes waiting on its own
-      const raw = await rawExchange(g.ports.proxy, `CONNECT ${HOST}:${origin.port} HTTP/1.1\r\n\r\n`);
-      expect(raw).toStartWith("HTTP/1.1 503 ");
-      expect(raw).toContain("Retry-After: 5");
-      for (const t of held) t.destroy();
-      // The budget comes back: a new agent is admitted again.
-      let ok = "";
-      for (let i = 0; i < 50 && !ok.startsWith("HTTP/1.1 200"); i++) {
-        await Bun.sleep(50);
+    await using g = await startGateway({ destinations: { ports: [origin.port] }, hosts, proxy: { max_connections: 3 } });
+    const held = await Promise.all([0, 1, 2].map(() => openTunnel(g.ports.proxy, `${HOST}:${origin.port}`)));
+    for (const t of held) expect(t.head).toStartWith("HTTP/1.1 200");
+    // answered, not left to time out: the 503 arrives although the agent never finishes waiting on its own
+    const raw = await rawExchange(g.ports.proxy, `CONNECT ${HOST}:${origin.port} HTTP/1.1\r\n\r\n`);
+    expect(raw).toStartWith("HTTP/1.1 503 ");
+    expect(raw).toContain("Retry-After: 5");
+    for (const t of held) t.destroy();
+    // The budget comes back: a new agent is admitted again (once the gateway has seen the three close).
+    const admitted = await waitFor(
+      async () => {
         const t = await openTunnel(g.ports.proxy, `${HOST}:${origin.port}`);
-        ok = t.head;
         t.destroy();
-      }
-      expect(ok).toStartWith("HTTP/1.1 200");
-      await Bun.sleep(1200);
-      const stats = await (await g.admin("/api/stats")).json();
-      expect(stats.totals.refusals.PX_OVERLOADED).toBe(1);
-    } finally {
-      await g.stop();
-    }
+        return t.head.startsWith("HTTP/1.1 200") && t.head;
+      },
+      { what: "a tunnel admitted after the held ones closed" },
+    );
+    expect(admitted).toStartWith("HTTP/1.1 200");
+    // Workers report their counters to the supervisor about once a second: wait for the refusal to arrive.
+    const refused = await waitFor(async () => ((await (await g.admin("/api/stats")).json()) as any).totals.refusals.PX_OVERLOADED, {
+      what: "the refusal counted in /api/stats",
+    });
+    expect(refused).toBe(1);
   });
 });

@@ -13,6 +13,7 @@ import { makeTestPki } from "../peers/test-ca";
 import { startTlsOrigin, type Origin } from "../peers/tls-origin";
 import { ROOT, curl, startGateway, type Gateway } from "../peers/gateway";
 import { makeCustomerChain } from "../peers/customer-chain";
+import { freePort } from "../peers/helpers";
 
 const CHROMIUM = "/usr/bin/chromium";
 const ARTIFACTS = join(ROOT, "test/artifacts");
@@ -61,13 +62,6 @@ afterAll(async () => {
   if (profile) rmSync(profile, { recursive: true, force: true });
 });
 
-function freePort(): number {
-  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const p = l.port;
-  l.stop(true);
-  return p;
-}
-
 describe.skipIf(!!skip)("web UI in chromium", () => {
   test("sign in, counters move with traffic, upload a chain, the wizard shows port 22's message and saves a cache port", async () => {
     const ctx = await pw!.chromium.launchPersistentContext(profile, {
@@ -108,7 +102,8 @@ describe.skipIf(!!skip)("web UI in chromium", () => {
       await page.reload();
       await page.waitForFunction(() => document.querySelector("#health")?.textContent === "Normal");
       await page.waitForFunction(() => Number(document.querySelector("#c-total-tunnels")!.textContent!.replace(/,/g, "")) >= 3);
-      await page.waitForTimeout(300);
+      // the screenshot shows the drawn graph, not a blank one
+      await page.waitForSelector("#conn-graph path");
       await page.screenshot({ path: join(ARTIFACTS, "dashboard.png"), fullPage: true });
       mkdirSync(join(ROOT, "docs"), { recursive: true });
       // The README's picture is refreshed on request only: a test run must not rewrite tracked files.

@@ -96,6 +96,7 @@ export async function openTunnel(port: number, authority: string, extraHeaders =
       error() {},
     },
   });
+  // bounds, not waits: a gateway that never answers or never closes fails the test instead of hanging it
   const h = await Promise.race([headP, Bun.sleep(10_000).then(() => "(no answer within 10s)")]);
   return {
     head: h,

@@ -7,6 +7,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
+import { waitFor } from "./helpers";
 
 export const ROOT = resolve(import.meta.dir, "../..");
 export const BUN = process.execPath;
@@ -135,4 +136,22 @@ export async function curl(args: string[], timeoutMs = 20_000) {
   const p = Bun.spawn(["curl", "-sS", "--max-time", String(Math.ceil(timeoutMs / 1000)), ...args], { stdout: "pipe", stderr: "pipe" });
   const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
   return { code, stdout, stderr };
+}
+
+/**
+ * /api/stats once the workers' reports (each worker posts its counters about once a second) cover at least
+ * `tunnels` tunnels and intercepted connections in total with none still open: counters read then include
+ * everything those connections did. Use it on a gateway the test started itself, so it knows the count.
+ */
+export async function reportedStats(gw: Gateway, opts: { tunnels: number; timeoutMs?: number }): Promise<any> {
+  return waitFor(
+    async () => {
+      const st: any = await (await gw.admin("/api/stats")).json();
+      const reported = st.workers.map((w: any) => w.counters).filter(Boolean);
+      const total = reported.reduce((n: number, c: any) => n + c.totalTunnels, 0);
+      const open = reported.some((c: any) => c.activeTunnels > 0 || c.activeConnections > 0);
+      return total >= opts.tunnels && !open && st;
+    },
+    { timeoutMs: opts.timeoutMs ?? 10_000, what: `stats reporting ${opts.tunnels} closed tunnels`, everyMs: 100 },
+  );
 }

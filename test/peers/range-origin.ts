@@ -79,7 +79,7 @@ export function startRangeOrigin(pki: TestPki | null): RangeOrigin {
             closeSync(fd);
             return ctrl.close();
           }
-          if (delay) await Bun.sleep(delay);
+          if (delay) await Bun.sleep(delay); // the scenario: a throttled origin (throttle())
           const n = Math.min(1024 * 1024, end - off + 1);
           const buf = new Uint8Array(n);
           readSync(fd, buf, 0, n, off);

@@ -6,6 +6,7 @@ import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
+import { freePort, waitFor } from "./helpers";
 
 export type Squid = { dir: string; port: number; user: string; password: string; proc: Subprocess; stop: () => Promise<void> };
 
@@ -19,17 +20,10 @@ export function squidMissing(): string | null {
   return null;
 }
 
-async function freePort(): Promise<number> {
-  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const p = l.port;
-  l.stop(true);
-  return p;
-}
-
 export async function startSquid(hosts: Record<string, string>, user = "agent", password = "s3cret-pass"): Promise<Squid> {
   const dir = mkdtempSync(join(tmpdir(), "agate-squid-"));
   chmodSync(dir, 0o777);
-  const port = await freePort();
+  const port = freePort(); // squid cannot be told port 0
   const bin = SQUID_BINS.find((b) => Bun.file(b).size > 0)!;
   const r = Bun.spawnSync(["htpasswd", "-bc", join(dir, "passwd"), user, password]);
   if (r.exitCode !== 0) throw new Error(`htpasswd failed: ${r.stderr}`);
@@ -59,18 +53,18 @@ export async function startSquid(hosts: Record<string, string>, user = "agent", 
     ].join("\n"),
   );
   const proc = Bun.spawn([bin, "-N", "-f", join(dir, "squid.conf")], { stdout: "pipe", stderr: "pipe", cwd: dir });
-  // Ready when the port accepts connections.
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (proc.exitCode !== null) throw new Error(`squid exited ${proc.exitCode}: ${await new Response(proc.stderr).text()} ${await Bun.file(join(dir, "cache.log")).text().catch(() => "")}`);
-    const ok = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } }).then(
-      (s) => (s.end(), true),
-      () => false,
-    );
-    if (ok) break;
-    if (Date.now() > deadline) throw new Error("squid did not start listening within 15s");
-    await Bun.sleep(100);
-  }
+  // Ready when the port accepts connections (or squid gave up: then say why).
+  const state = await waitFor(
+    async () =>
+      proc.exitCode !== null
+        ? "exited"
+        : await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } }).then(
+            (s) => (s.end(), "listening"),
+            () => false,
+          ),
+    { timeoutMs: 15_000, what: `squid listening on ${port}`, everyMs: 100 },
+  );
+  if (state === "exited") throw new Error(`squid exited ${proc.exitCode}: ${await new Response(proc.stderr).text()} ${await Bun.file(join(dir, "cache.log")).text().catch(() => "")}`);
   return {
     dir,
     port,

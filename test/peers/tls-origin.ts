@@ -55,7 +55,7 @@ export function startTlsOrigin(pki: TestPki | null, routes: Record<string, (req:
           new ReadableStream({
             async pull(ctrl) {
               if (i >= n) return ctrl.close();
-              await Bun.sleep(ms);
+              await Bun.sleep(ms); // the scenario: a slow download, one line every ms
               ctrl.enqueue(new TextEncoder().encode(`tick ${i++}\n`));
             },
           }),

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { parseAuthority, toRequest } from "../../src/core/connect";
-import { ProxyError } from "../../src/core/errors";
+import { errorOf } from "../peers/helpers";
 import { NEED_MORE, parseRequestHead, type RequestHead } from "../../src/core/http1/head";
 
 const bytes = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0));
@@ -14,16 +14,6 @@ function fromWire(raw: string, allowAbsolute = false) {
   const h = parseRequestHead(bytes(raw));
   if (h === NEED_MORE) throw new Error("incomplete head in test");
   return toRequest(h, { allowAbsolute });
-}
-
-function errorOf(fn: () => unknown): { code: string; side: string; message: string } {
-  try {
-    fn();
-    return { code: "no error", side: "", message: "" };
-  } catch (e) {
-    if (e instanceof ProxyError) return e;
-    throw e;
-  }
 }
 
 describe("CONNECT authority-form (RFC 9110 §9.3.6)", () => {

@@ -1,5 +1,5 @@
 /**
- * @module Freshness rules (src/core/cache/freshness.ts) against RFC 9111 / RFC 9110, table-driven with a fixed
+ * @module Freshness rules (src/core/cache/freshness.ts, and the lookup rules plan.ts composes from them) against RFC 9111 / RFC 9110, table-driven with a fixed
  * clock. Every case names the section it checks.
  */
 import { describe, expect, test } from "bun:test";
@@ -8,7 +8,6 @@ import {
   type CacheControl,
   type CacheDefaults,
   type Headers,
-  type LookupResult,
   type NoStoreReason,
   type StoredResponse,
   ageHeaderValue,
@@ -19,15 +18,14 @@ import {
   invalidationTargets,
   isStorable,
   isUnsafeMethod,
-  lookupPhase,
   makeConditionalHeaders,
   makeStoredHeaders,
   matchArtifactRule,
-  onlyIfCached,
   parseCacheControl,
   parseHttpDate,
   updateStoredHeaders,
 } from "../../src/core/cache/freshness";
+import { type LookupResult, lookupPhase, onlyIfCached } from "../../src/core/cache/plan";
 
 const NOW = Date.UTC(2025, 0, 15, 12, 0, 0);
 const S = 1000;

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { ProxyError } from "../../src/core/errors";
+import { errorOf as sharedErrorOf } from "../peers/helpers";
 import {
   DEFAULT_LIMITS,
   findHeadEnd,
@@ -14,16 +15,8 @@ import {
 /** One byte per char (latin1), so tests can put any byte in a head. */
 const bytes = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0));
 
-/** The thrown ProxyError, or a string that fails any code comparison. */
-function errorOf(fn: () => unknown): ProxyError | { code: string; side: string; message: string } {
-  try {
-    const v = fn();
-    return { code: `no error (returned ${typeof v === "symbol" ? "NEED_MORE" : "a head"})`, side: "", message: "" };
-  } catch (e) {
-    if (e instanceof ProxyError) return e;
-    throw e;
-  }
-}
+/** errorOf from the shared helpers, naming what came back instead of an error. */
+const errorOf = (fn: () => unknown) => sharedErrorOf(fn, (v) => (typeof v === "symbol" ? "NEED_MORE" : "a head"));
 
 const CONNECT = "CONNECT qagpublic.qg1.apps.qualys.com:443 HTTP/1.1\r\nHost: qagpublic.qg1.apps.qualys.com:443\r\nUser-Agent: QualysAgent/6.1\r\nProxy-Connection: Keep-Alive\r\n\r\n";
 

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { ProxyError } from "../../src/core/errors";
+import { errorOf } from "../peers/helpers";
 import { NEED_MORE, parseRequestHead, parseResponseHead, type Headers } from "../../src/core/http1/head";
 import {
   ESTABLISHED,
@@ -12,16 +12,6 @@ import {
 
 const text = (b: Uint8Array) => String.fromCharCode(...b); // latin1, byte for byte
 const utf8 = (b: Uint8Array) => new TextDecoder().decode(b);
-
-function errorOf(fn: () => unknown): { code: string; side: string; message: string } {
-  try {
-    fn();
-    return { code: "no error", side: "", message: "" };
-  } catch (e) {
-    if (e instanceof ProxyError) return e;
-    throw e;
-  }
-}
 
 /** Split a serialized response into its parsed head and the body bytes after it. */
 function split(b: Uint8Array) {

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { ProxyError } from "../../src/core/errors";
+import { errorOf } from "../peers/helpers";
 import { NEED_MORE } from "../../src/core/http1/head";
 import { peekClientHello } from "../../src/core/tls-peek";
 
@@ -14,16 +15,6 @@ const CURL_ALPN = await load("client-hello-curl-alpn.bin");
 const SNI = "qagpublic.qg1.apps.qualys.com";
 
 const bytes = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0));
-
-function errorOf(fn: () => unknown): { code: string; side: string; message: string } {
-  try {
-    fn();
-    return { code: "no error", side: "", message: "" };
-  } catch (e) {
-    if (e instanceof ProxyError) return e;
-    throw e;
-  }
-}
 
 function concat(...parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));

@@ -1,9 +1,9 @@
 /**
  * @module Freshness rules for a shared cache (RFC 9111). Pure: `now` is always passed in (STYLE §2), nothing is
  * read from the clock, the disk or the environment. This file answers questions — may this response be stored,
- * how old is it, how long does it stay fresh, may a request be served from it, which headers validate it,
- * which URIs a write invalidates — and every "no" is a string reason (STYLE §9). Moving bytes is the job of
- * `workers/fill.ts` and `store/*`.
+ * how old is it, how long does it stay fresh, which headers validate it, which URIs a write invalidates — and
+ * every "no" is a string reason (STYLE §9). Composing these answers into a decision for one request (serve,
+ * revalidate, fetch…) is `plan.ts`'s job; moving bytes is `workers/*` and `store/*`'s.
  *
  * Headers are plain `[name, value][]` lines as they came off the wire; names compare case-insensitively.
  * Times are milliseconds since the epoch; ages and lifetimes are whole seconds (RFC 9111 §1.2.2 delta-seconds).
@@ -52,7 +52,8 @@ const DELTA_SECONDS_MAX = 2_147_483_648;
 
 // ───────────────────────────── header helpers (local, case-insensitive) ─────────────────────────────
 
-function getAll(h: Headers, name: string): string[] {
+/** Every value of a field (names case-insensitive). */
+export function getAll(h: Headers, name: string): string[] {
   const out: string[] = [];
   for (const [k, v] of h) if (k.length === name.length && k.toLowerCase() === name) out.push(v);
   return out;
@@ -68,7 +69,7 @@ function has(h: Headers, name: string): boolean {
 }
 
 /** Comma-separated list members of every line of a field, trimmed, empty members dropped (RFC 9110 §5.6.1). */
-function listMembers(h: Headers, name: string): string[] {
+export function listMembers(h: Headers, name: string): string[] {
   const out: string[] = [];
   for (const v of getAll(h, name)) {
     for (const m of v.split(",")) {
@@ -177,8 +178,8 @@ function addDirective(out: CacheControl, name: string, arg: string | undefined):
   if (!present) out[name] = true;
 }
 
-const ccOf = (h: Headers): CacheControl => parseCacheControl(getAll(h, "cache-control"));
-const num = (cc: CacheControl, name: string): number | undefined => {
+export const ccOf = (h: Headers): CacheControl => parseCacheControl(getAll(h, "cache-control"));
+export const num = (cc: CacheControl, name: string): number | undefined => {
   const v = cc[name];
   return typeof v === "number" ? v : undefined;
 };
@@ -372,7 +373,8 @@ export function freshnessLifetime(
   return lifetimeOf(res, ccOf(res.headers), d);
 }
 
-function lifetimeOf(res: StoredResponse, cc: CacheControl, d: CacheDefaults): { seconds: number; source: LifetimeSource } {
+/** `freshnessLifetime` with the response's Cache-Control already parsed (the lookup parses it once). */
+export function lifetimeOf(res: StoredResponse, cc: CacheControl, d: CacheDefaults): { seconds: number; source: LifetimeSource } {
   // RFC 9111 §5.2.2.10: s-maxage overrides max-age and Expires in a shared cache.
   const sMaxage = num(cc, "s-maxage");
   if (sMaxage !== undefined) return { seconds: sMaxage, source: "s-maxage" };
@@ -431,63 +433,7 @@ export function matchArtifactRule(url: string, rules: readonly ArtifactRule[]): 
   return null;
 }
 
-// ───────────────────────────── serving (RFC 9111 §4, §5.2.1) ─────────────────────────────
-
-export type RevalidateReason = "stale" | "no-cache" | "request-no-cache" | "max-age" | "min-fresh";
-export type LookupResult =
-  | { phase: "fresh" }
-  | { phase: "revalidate"; reason: RevalidateReason }
-  /** stale, but within the request's max-stale and not forbidden by the response */
-  | { phase: "stale-ok" };
-export type LookupPhase = LookupResult["phase"];
-
-/** Request directives, with RFC 9111 §5.4's Pragma: no-cache standing in when there is no Cache-Control. */
-function requestCc(reqHeaders: Headers): CacheControl {
-  const values = getAll(reqHeaders, "cache-control");
-  const cc = parseCacheControl(values);
-  if (values.length === 0 && listMembers(reqHeaders, "pragma").some((p) => p.toLowerCase() === "no-cache")) {
-    cc["no-cache"] = true;
-  }
-  return cc;
-}
-
-/**
- * May `stored` answer this request without contacting the origin? RFC 9111 §4.2 + §5.2. Order: response no-cache
- * (§5.2.2.4) always revalidates; request no-cache (§5.2.1.4, or Pragma §5.4); request max-age (§5.2.1.1); then
- * freshness — a fresh response may still fail min-fresh (§5.2.1.3); a stale one is served only within max-stale
- * (§5.2.1.2) and never when must-revalidate (§5.2.2.2), proxy-revalidate (§5.2.2.8) or s-maxage (§5.2.2.10, which
- * implies proxy-revalidate) forbid it. Vary is checked by key.ts; only-if-cached by `onlyIfCached`.
- */
-export function lookupPhase(stored: StoredResponse, reqHeaders: Headers, now: number, d: CacheDefaults): LookupResult {
-  const resCc = ccOf(stored.headers);
-  if (resCc["no-cache"] === true) return { phase: "revalidate", reason: "no-cache" };
-  const reqCc = requestCc(reqHeaders);
-  if (reqCc["no-cache"] !== undefined) return { phase: "revalidate", reason: "request-no-cache" };
-  const age = currentAge(stored, now);
-  const reqMaxAge = num(reqCc, "max-age");
-  if (reqMaxAge !== undefined && age > reqMaxAge) return { phase: "revalidate", reason: "max-age" };
-  const lifetime = lifetimeOf(stored, resCc, d).seconds;
-  if (lifetime > age) {
-    const minFresh = num(reqCc, "min-fresh");
-    if (minFresh !== undefined && lifetime - age < minFresh) return { phase: "revalidate", reason: "min-fresh" };
-    return { phase: "fresh" };
-  }
-  const mayServeStale =
-    resCc["must-revalidate"] === undefined && resCc["proxy-revalidate"] === undefined && resCc["s-maxage"] === undefined;
-  const maxStale = reqCc["max-stale"];
-  if (mayServeStale && (maxStale === true || (typeof maxStale === "number" && age - lifetime <= maxStale))) {
-    return { phase: "stale-ok" };
-  }
-  return { phase: "revalidate", reason: "stale" };
-}
-
-/**
- * RFC 9111 §5.2.1.7: the client wants no upstream traffic. When `lookupPhase` says "revalidate" (or nothing is
- * stored) the cache answers 504 instead of going upstream.
- */
-export function onlyIfCached(reqHeaders: Headers): boolean {
-  return requestCc(reqHeaders)["only-if-cached"] !== undefined;
-}
+// ───────────────────────────── validation (RFC 9111 §4.3) ─────────────────────────────
 
 /**
  * RFC 9111 §4.3.1: validators for a conditional request upstream — If-None-Match with the stored ETag, and

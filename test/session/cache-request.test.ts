@@ -1,0 +1,310 @@
+/**
+ * @module Session scripts for layer 2 (workers/cache-request.ts), like mitmproxy's Playbook: one request at a time
+ * through `onCacheRequest` with no sockets — a real Store on a temp dir, a recording origin double in `rt.origins`,
+ * a recording Responder, a fixed clock and counted ids — and assertions on what the origin was asked, what the agent
+ * got, what the store holds and the one access-log line. Scripts: a miss that fills, a hit, a stale entry
+ * revalidated with a 304, only-if-cached, a fill that fails, a patch slice, an unsafe method invalidating, and a
+ * request whose Host does not match its CONNECT.
+ */
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type Config, DEFAULTS } from "../../src/core/config";
+import { ProxyError } from "../../src/core/errors";
+import type { Headers, RequestHead } from "../../src/core/http1/head";
+import { compilePolicy } from "../../src/core/policy";
+import type { Target, Verdict } from "../../src/core/types";
+import { primaryKey } from "../../src/core/cache/key";
+import { Store } from "../../src/store/cache/store";
+import { setLogSink } from "../../src/log";
+import { emptyCounters } from "../../src/workers/protocol";
+import type { WorkerRuntime } from "../../src/workers/runtime";
+import type { ExchangeHandle, OriginEnv, OriginRequest, Origins, ResponseSink } from "../../src/workers/origin-client";
+import type { BodySink, IncomingRequest, RequestBody, Responder } from "../../src/workers/http-session";
+import { makeCacheServices, onCacheRequest } from "../../src/workers/cache-request";
+
+const T0 = Date.UTC(2025, 0, 15, 12, 0, 0);
+const HOST = "download.microsoft.com";
+const TARGET: Target = { host: HOST, port: 443, isIp: false };
+const PLATFORM: Verdict = { action: "intercept", rule: "platform-domain", cacheable: true };
+const PATCH: Verdict = { action: "intercept", rule: "patch-any", cacheable: true };
+const enc = new TextEncoder();
+const text = (parts: Uint8Array[]) => Buffer.concat(parts).toString("utf8");
+
+// ───────────────────────────── recording doubles ─────────────────────────────
+
+/** What the origin double answers: a response, or a failure before any head (connection refused, reset…). */
+type Answer = { status: number; headers: Headers; body?: string | Uint8Array } | { fail: string };
+
+/** Records every exchange; answers from `script` on a microtask, like a socket would, later. */
+class RecordingOrigins implements Origins {
+  readonly asked: OriginRequest[] = [];
+  readonly uploaded: Uint8Array[] = [];
+  reuses = 0;
+  constructor(public script: (req: OriginRequest) => Answer) {}
+  start(req: OriginRequest, sink: ResponseSink, _env: OriginEnv): Promise<ExchangeHandle> {
+    this.asked.push(req);
+    const a = this.script(req);
+    if ("fail" in a) return Promise.reject(new ProxyError("PX_UPSTREAM_REFUSED", "upstream", a.fail));
+    queueMicrotask(() => {
+      sink.onHead({ version: "1.1", status: a.status, reason: "", headers: a.headers, headBytes: 0 });
+      const body = typeof a.body === "string" ? enc.encode(a.body) : a.body;
+      if (body && body.byteLength) sink.onData(body);
+      sink.onEnd();
+    });
+    const uploaded = this.uploaded;
+    return Promise.resolve({
+      writeBody: (c) => (uploaded.push(c.slice()), true),
+      endBody: () => {},
+      resume: () => {},
+      abort: () => {},
+      set onWritable(_f: (() => void) | null) {},
+    });
+  }
+  close() {}
+}
+
+/** A Responder that keeps what the agent would have received. */
+function recordingResponder() {
+  const r = {
+    heads: [] as { status: number; headers: Headers; length: number | null }[],
+    chunks: [] as Uint8Array[],
+    ended: false,
+    errors: [] as { status: number; reason: string }[],
+  };
+  let status = 0;
+  let bytesOut = 0;
+  const res: Responder = {
+    head(st, headers, length) {
+      status = st;
+      bytesOut += 100; // a head's size does not matter here; the access line sums what was written
+      r.heads.push({ status: st, headers, length });
+    },
+    write(c) {
+      bytesOut += c.byteLength;
+      r.chunks.push(c.slice());
+      return true;
+    },
+    end() {
+      r.ended = true;
+    },
+    onDrain(f) {
+      queueMicrotask(f);
+    },
+    error(st, reason) {
+      status = st;
+      r.errors.push({ status: st, reason });
+    },
+    get closed() {
+      return r.ended || r.errors.length > 0;
+    },
+    get status() {
+      return status;
+    },
+    get bytesOut() {
+      return bytesOut;
+    },
+  };
+  return { res, r };
+}
+
+/** A request body the agent sends: `pipeTo` hands it over at once. */
+function bodyOf(bytes: string | null): RequestBody & { piped: boolean } {
+  const b = bytes === null ? null : enc.encode(bytes);
+  const port = {
+    framing: b ? ({ kind: "length", length: b.byteLength } as const) : ({ kind: "none" } as const),
+    bytes: 0,
+    piped: false,
+    pipeTo(sink: BodySink) {
+      port.piped = true;
+      if (!b) return;
+      port.bytes = b.byteLength;
+      sink.writeBody(b);
+      sink.endBody();
+    },
+  };
+  return port;
+}
+
+// ───────────────────────────── the harness ─────────────────────────────
+
+let dir: string;
+let now: number;
+let rt: WorkerRuntime;
+let origins: RecordingOrigins;
+let logLines: any[];
+
+function config(): Config {
+  return { ...DEFAULTS, patch: { ...DEFAULTS.patch, slice_bytes: 1024 } };
+}
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "agate-session-"));
+  now = T0;
+  let ids = 0;
+  origins = new RecordingOrigins(() => ({ status: 404, headers: [] }));
+  const cfg = config();
+  rt = {
+    ...makeCacheServices(),
+    cacheStore: Store.open(join(dir, "cache"), { maxBytes: 1 << 30, owner: "session", clock: () => now }),
+    origins,
+    index: 0,
+    bootId: "boot",
+    config: cfg,
+    policy: compilePolicy(cfg),
+    draining: false,
+    admission: null,
+    intercepting: true,
+    now: () => now,
+    makeId: () => `req-${++ids}`,
+    counters: emptyCounters(),
+    proxyIps: new Set(),
+    cacheIps: new Set(),
+  };
+  logLines = [];
+  setLogSink((line) => logLines.push(JSON.parse(line)));
+});
+
+afterEach(() => {
+  rt.cacheStore?.close();
+  rt.patchStore?.close();
+  setLogSink((line) => process.stdout.write(line + "\n"));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** One request inside an intercepted CONNECT to HOST:443. */
+async function request(method: string, path: string, headers: Headers = [], o: { body?: string; verdict?: Verdict; host?: string } = {}) {
+  const head: RequestHead = { method, target: path, version: "1.1", headers: [["Host", o.host ?? HOST], ...headers], headBytes: 64 };
+  const inc: IncomingRequest = { head, scheme: "https", connectTarget: TARGET, connectVerdict: o.verdict ?? PLATFORM, connId: "conn-1", clientIp: "10.0.0.7", clientPort: 50123 };
+  const { res, r } = recordingResponder();
+  const body = bodyOf(o.body ?? null);
+  const before = logLines.length;
+  await onCacheRequest(rt, inc, res, body);
+  const access = logLines.slice(before).filter((l) => l.msg === "access");
+  expect(access.length).toBe(1); // one access line per request, whatever happened
+  return { r, body, access: access[0], bodyText: text(r.chunks) };
+}
+
+const cache = () => rt.counters.cache as Record<string, number>;
+
+// ───────────────────────────── scripts ─────────────────────────────
+
+describe("cache-request sessions", () => {
+  test("a miss fills the store (one origin fetch, no conditionals), then a hit serves it with its Age", async () => {
+    origins.script = () => ({ status: 200, headers: [["Cache-Control", "max-age=600"], ["ETag", '"v1"'], ["Content-Length", "5"]], body: "hello" });
+    const miss = await request("GET", "/pkg/a.cab");
+    expect(miss.r.heads.map((h) => [h.status, h.length])).toEqual([[200, 5]]);
+    expect(miss.bodyText).toBe("hello");
+    expect(miss.r.ended).toBe(true);
+    expect(origins.asked.map((q) => [q.method, q.path, q.headers.filter(([k]) => /^if-/i.test(k))])).toEqual([["GET", "/pkg/a.cab", []]]);
+    expect(miss.access).toMatchObject({ reqId: "req-1", id: "conn-1", client: "10.0.0.7:50123", host: HOST, path: "/pkg/a.cab", status: 200, phase: "miss", reason: "absent", ms: 0 });
+    expect(rt.cacheStore!.lookup(primaryKey("GET", `https://${HOST}/pkg/a.cab`), [])?.size).toBe(5);
+
+    now += 30_000;
+    const hit = await request("GET", "/pkg/a.cab");
+    expect(origins.asked.length).toBe(1);
+    expect(hit.bodyText).toBe("hello");
+    expect(hit.r.heads[0]!.headers.find(([k]) => k === "Age")).toEqual(["Age", "30"]);
+    expect(hit.access).toMatchObject({ reqId: "req-2", status: 200, phase: "hit", bytesOut: 105 });
+    expect(hit.access.reason).toBeUndefined();
+    expect([cache().misses, cache().hits, cache().stored]).toEqual([1, 1, 1]);
+  });
+
+  test("a stale entry is revalidated with its validators; a 304 freshens it and the agent gets the stored body", async () => {
+    const version = "v1";
+    origins.script = (q) =>
+      q.headers.some(([k, v]) => k.toLowerCase() === "if-none-match" && v === `"${version}"`)
+        ? { status: 304, headers: [["Cache-Control", "max-age=60"], ["ETag", `"${version}"`]] }
+        : { status: 200, headers: [["Cache-Control", "max-age=60"], ["ETag", `"${version}"`]], body: "stored body" };
+    await request("GET", "/pkg/r.cab");
+    now += 120_000; // two minutes later: stale
+    const reval = await request("GET", "/pkg/r.cab");
+    expect(origins.asked.length).toBe(2);
+    expect(origins.asked[1]!.headers.filter(([k]) => k.toLowerCase() === "if-none-match")).toEqual([["if-none-match", '"v1"']]);
+    expect(reval.r.heads.map((h) => h.status)).toEqual([200]);
+    expect(reval.bodyText).toBe("stored body");
+    expect(reval.access).toMatchObject({ status: 200, phase: "revalidated", reason: "stale" });
+    expect(cache().revalidations).toBe(1);
+    // freshened: within the new max-age it is a plain hit
+    now += 30_000;
+    const hit = await request("GET", "/pkg/r.cab");
+    expect(origins.asked.length).toBe(2);
+    expect(hit.access.phase).toBe("hit");
+  });
+
+  test("only-if-cached with nothing stored: 504 and no upstream traffic", async () => {
+    const r = await request("GET", "/pkg/none.cab", [["Cache-Control", "only-if-cached"]]);
+    expect(origins.asked).toEqual([]);
+    expect(r.r.errors.map((e) => e.status)).toEqual([504]);
+    expect(r.access).toMatchObject({ status: 504, phase: "miss", reason: "PX_ONLY_IF_CACHED" });
+  });
+
+  test("a fill that fails: one origin attempt, a 502, nothing stored, the next request fetches again", async () => {
+    origins.script = () => ({ fail: "connection refused" });
+    const r = await request("GET", "/pkg/superseded-revalidated-fallback.cab"); // outcome words in the URL change nothing
+    expect(origins.asked.length).toBe(1);
+    expect(r.r.errors.map((e) => e.status)).toEqual([502]);
+    expect(r.r.heads).toEqual([]);
+    expect(r.access).toMatchObject({ status: 502, phase: "miss", reason: "failed" });
+    expect(rt.cacheStore!.lookup(primaryKey("GET", `https://${HOST}/pkg/superseded-revalidated-fallback.cab`), [])).toBeNull();
+    expect(cache().fill_errors).toBe(1);
+    origins.script = () => ({ status: 200, headers: [["Cache-Control", "max-age=60"]], body: "ok" });
+    const again = await request("GET", "/pkg/superseded-revalidated-fallback.cab");
+    expect(origins.asked.length).toBe(2);
+    expect(again.bodyText).toBe("ok");
+  });
+
+  test("a response that is not storable is delivered and dropped; the access line names the reason", async () => {
+    origins.script = () => ({ status: 200, headers: [["Cache-Control", "no-store"]], body: "secret" });
+    const r = await request("GET", "/pkg/secret");
+    expect(r.bodyText).toBe("secret");
+    expect(r.access).toMatchObject({ status: 200, phase: "miss", reason: "no-store" });
+    expect(rt.cacheStore!.usage().entries).toBe(0);
+  });
+
+  test("a patch slice: metadata (bytes=0-0) and the one slice the range needs, then hits from the slices", async () => {
+    rt.patchStore = Store.open(join(dir, "patch"), { maxBytes: 1 << 30, owner: "session-patch", clock: () => now });
+    const total = 3000;
+    const file = new Uint8Array(total).map((_, i) => i % 251);
+    origins.script = (q) => {
+      const range = q.headers.find(([k]) => k.toLowerCase() === "range")?.[1] ?? "";
+      const m = /^bytes=(\d+)-(\d+)$/.exec(range)!;
+      const [s, e] = [Number(m[1]), Number(m[2])];
+      return { status: 206, headers: [["Content-Range", `bytes ${s}-${e}/${total}`], ["ETag", '"p1"'], ["Cache-Control", "max-age=600"]], body: file.subarray(s, e + 1) };
+    };
+    const r = await request("GET", "/updates/kb1.msu", [["Range", "bytes=1500-1599"]], { verdict: PATCH });
+    expect(origins.asked.map((q) => q.headers.find(([k]) => k === "Range")?.[1])).toEqual(["bytes=0-0", "bytes=1024-2047"]);
+    expect(origins.asked[1]!.headers.filter(([k]) => k === "If-Match")).toEqual([["If-Match", '"p1"']]); // tied to the version
+    expect(r.r.heads.map((h) => [h.status, h.length, h.headers.find(([k]) => k === "Content-Range")?.[1]])).toEqual([[206, 100, "bytes 1500-1599/3000"]]);
+    expect([...Buffer.concat(r.r.chunks)]).toEqual([...file.subarray(1500, 1600)]);
+    expect(r.access).toMatchObject({ status: 206, phase: "miss", reason: "slices" });
+    const again = await request("GET", "/updates/kb1.msu", [["Range", "bytes=1500-1599"]], { verdict: PATCH });
+    expect(origins.asked.length).toBe(2);
+    expect(again.access).toMatchObject({ status: 206, phase: "hit", reason: "slices" });
+    const p = rt.counters.patch as Record<string, number>;
+    expect([p.slice_misses, p.slice_hits]).toEqual([1, 1]);
+  });
+
+  test("an unsafe method goes to the origin with its body and invalidates the stored entry", async () => {
+    origins.script = (q) => (q.method === "GET" ? { status: 200, headers: [["Cache-Control", "max-age=600"]], body: "v1" } : { status: 201, headers: [] });
+    await request("GET", "/api/item");
+    const pkey = primaryKey("GET", `https://${HOST}/api/item`);
+    expect(rt.cacheStore!.lookup(pkey, [])).not.toBeNull();
+    const post = await request("POST", "/api/item", [["Content-Length", "5"]], { body: "hello" });
+    expect(post.body.piped).toBe(true);
+    expect(text(origins.uploaded)).toBe("hello");
+    expect(origins.asked.map((q) => q.method)).toEqual(["GET", "POST"]);
+    expect(post.r.heads.map((h) => h.status)).toEqual([201]);
+    expect(post.access).toMatchObject({ status: 201, phase: "bypass:method", bytesIn: 64 + 5 });
+    expect(rt.cacheStore!.lookup(pkey, [])).toBeNull();
+    expect(cache().invalidations).toBe(1);
+  });
+
+  test("a Host that is not the CONNECT host is refused with 421 before the cache looks", async () => {
+    const r = await request("GET", "/pkg/a.cab", [], { host: "evil.example" });
+    expect(origins.asked).toEqual([]);
+    expect(r.r.errors.map((e) => e.status)).toEqual([421]);
+    expect(r.access).toMatchObject({ status: 421, phase: "bypass:refused", reason: "PX_MISDIRECTED", host: HOST });
+  });
+});
