@@ -5,6 +5,7 @@
  * `{ error, field }`, the field naming the config key, form field or parameter at fault. Every change (a method other
  * than GET/HEAD) is written to the audit log with who, what and when, refused or not.
  */
+import { allowedDomainWarnings } from "../core/domain-warnings";
 import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, rmSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
@@ -19,7 +20,7 @@ import { cacheCounters, ARCHIVE_TTL_MS, type AdminContext } from "./context";
 import { checkPatchVolume, commitConfig } from "./config-change";
 import { assignCertificate, deleteCertificate, editCertificate, isRefusal, listCertificates, uploadCertificate, type Refusal } from "./certificates";
 import { makeOneTimePassword, readResources, sealArchive, testConnectivity } from "./diagnostics";
-import { BodyTooLarge, MAX_JSON_BODY, MAX_UPLOAD_BODY, readBodyLimited, tokenFingerprint, tokenMatches } from "./guard";
+import { BodyTooLarge, MAX_JSON_BODY, MAX_UPLOAD_BODY, checkToken, decideDoor, readBodyLimited, tokenFingerprint } from "./guard";
 import { renderPage } from "./page";
 import { log } from "../log";
 
@@ -264,15 +265,14 @@ export async function handleApi(req: Request, deps: AdminDeps, ctx: AdminContext
       },
     });
 
-  const now = Date.now();
-  const wait = ctx.throttle.retryAfter(addr, now);
-  if (wait > 0) return apiError(429, `too many wrong tokens from ${addr}; try again in ${wait} s`, "authorization", {}, { "retry-after": String(wait) });
-  if (!tokenMatches(req, deps.token)) {
-    ctx.throttle.fail(addr, now);
-    log("warn", "admin: missing or wrong token", { addr, path });
-    return apiError(401, "missing or wrong bearer token (see `agate token`)", "authorization", {}, { "www-authenticate": 'Bearer realm="agate"' });
+  const check = checkToken(req, deps.token);
+  const door = decideDoor(check, ctx.throttle, addr, Date.now());
+  if (!door.pass) {
+    if (door.status === 429)
+      return apiError(429, `too many wrong tokens from ${addr}; try again in ${door.retryAfter} s`, "authorization", {}, { "retry-after": String(door.retryAfter) });
+    log("warn", `admin: ${check} token`, { addr, path });
+    return apiError(401, `${check} bearer token (see \`agate token\`)`, "authorization", {}, { "www-authenticate": 'Bearer realm="agate"' });
   }
-  ctx.throttle.succeed(addr);
 
   if (read || url.searchParams.has("dry_run")) return route(req, url, deps, ctx);
   // A change: answer it, then record who did what, and how it ended.
@@ -325,12 +325,14 @@ async function route(req: Request, url: URL, deps: AdminDeps, ctx: AdminContext,
       keepSecrets(partial as Record<string, any>, redactConfig(deps.config), deps.config);
       if (url.searchParams.has("dry_run")) {
         // The wizard's "Next": the same validation as a save, nothing applied or written.
-        checkPatchVolume(mergeConfig(deps.config, partial));
-        return json(200, { ok: true, dry_run: true });
+        const next = mergeConfig(deps.config, partial);
+        checkPatchVolume(next);
+        return json(200, { ok: true, dry_run: true, warnings: allowedDomainWarnings(next.cache.allowed_domains, next.platform.domains) });
       }
       const r = await commitConfig(deps, ctx, (cur) => mergeConfig(cur, partial));
       log("info", "config changed through the admin API", { file: r.file, keys: Object.keys(partial as object) });
-      return json(200, { ok: true, file: r.file, restart_required: r.restart_required, config: redactConfig(deps.config) });
+      const warnings = allowedDomainWarnings(deps.config.cache.allowed_domains, deps.config.platform.domains);
+      return json(200, { ok: true, file: r.file, restart_required: r.restart_required, warnings, config: redactConfig(deps.config) });
     }
 
     if (path === "/api/reload") {

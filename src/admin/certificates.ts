@@ -194,6 +194,8 @@ export async function uploadCertificate(deps: AdminDeps, ctx: AdminContext, form
   const cnIn = form.get("common_name");
   const cn = label("common_name", typeof cnIn === "string" && cnIn.trim() ? cnIn : check.commonName.slice(0, MAX_LABEL), true);
   if (isRefusal(cn)) return cn;
+  const taken = nameTaken(deps, ctx, cn, null, now);
+  if (taken) return taken;
   const desc = label("description", form.get("description") ?? "", false);
   if (isRefusal(desc)) return desc;
   const rootX = new X509Certificate(texts.root);
@@ -212,6 +214,18 @@ export async function uploadCertificate(deps: AdminDeps, ctx: AdminContext, form
   return uploadedView(deps, ctx, row, now);
 }
 
+/**
+ * The seed's rule: each certificate has a unique name, so an admin picking one to assign cannot pick the wrong one.
+ * Compared without case and surrounding spaces, against every listed certificate but `self` (an edit keeping its
+ * own name is fine). 409: the request is sound, the name collides with what is there.
+ */
+function nameTaken(deps: AdminDeps, ctx: AdminContext, name: string, self: string | null, now: number): Refusal | null {
+  const want = name.trim().toLowerCase();
+  const other = listCertificates(deps, ctx, now).find((v) => v.id !== self && v.common_name.trim().toLowerCase() === want);
+  if (!other) return null;
+  return refuse(409, `common_name: "${name}" is already the name of certificate ${other.id} (${other.role}); give this one a unique name`, "common_name", { conflict: other.id });
+}
+
 /** PATCH: common_name and description only. */
 export function editCertificate(deps: AdminDeps, ctx: AdminContext, id: string, body: unknown, now = Date.now()): CertView | Refusal {
   if (!body || typeof body !== "object" || Array.isArray(body)) return refuse(400, "expected a JSON object { common_name?, description? }", "body");
@@ -223,6 +237,8 @@ export function editCertificate(deps: AdminDeps, ctx: AdminContext, id: string, 
   if (b.common_name !== undefined) {
     const v = label("common_name", b.common_name, true);
     if (isRefusal(v)) return v;
+    const taken = nameTaken(deps, ctx, v, id, now);
+    if (taken) return taken;
     fields.common_name = v;
   }
   if (b.description !== undefined) {

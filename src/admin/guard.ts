@@ -14,6 +14,32 @@ export const MAX_JSON_BODY = 256 * 1024;
 /** A certificate upload: three files of at most 3 MB each, plus the form's own bytes. */
 export const MAX_UPLOAD_BODY = 3 * 3 * 1024 * 1024 + 64 * 1024;
 
+/** What a request presented: the right token, a wrong one, or none at all (no `Authorization: Bearer …`). */
+export type TokenCheck = "right" | "wrong" | "missing";
+
+export function checkToken(req: Request, token: string): TokenCheck {
+  const h = req.headers.get("authorization");
+  if (h === null || h.trim() === "") return "missing";
+  return tokenMatches(req, token) ? "right" : "wrong";
+}
+
+/**
+ * The door's answer, in this order (issue 12, defect 7): the right token always passes (a throttle must never lock
+ * out the CLI because a scrape job on the same address has no token); no token is a 401 that is not counted (it
+ * guesses nothing); only a wrong token that was presented counts, and an address over the limit gets 429.
+ */
+export type DoorAnswer = { pass: true } | { pass: false; status: 401 | 429; retryAfter: number };
+
+export function decideDoor(check: TokenCheck, throttle: FailureThrottle, addr: string, now: number): DoorAnswer {
+  // The failures are not forgotten on a success: someone else guessing from the same address stays slowed down.
+  if (check === "right") return { pass: true };
+  if (check === "missing") return { pass: false, status: 401, retryAfter: 0 };
+  const wait = throttle.retryAfter(addr, now);
+  if (wait > 0) return { pass: false, status: 429, retryAfter: wait };
+  throttle.fail(addr, now);
+  return { pass: false, status: 401, retryAfter: 0 };
+}
+
 export function tokenMatches(req: Request, token: string): boolean {
   const h = req.headers.get("authorization") ?? "";
   const m = /^Bearer\s+(.+)$/i.exec(h);

@@ -27,18 +27,29 @@ export const MAX_ALLOWED_DOMAINS = 10;
 export const MIN_TLS_VERSIONS = ["1.0", "1.1", "1.2", "1.3"] as const;
 export type MinTls = (typeof MIN_TLS_VERSIONS)[number];
 /**
- * What this build can really offer agents. Measured on Bun 1.4.5: a node:tls server with minVersion "TLSv1"
- * still answers a TLS 1.1 ClientHello (openssl s_client -tls1_1 -cipher DEFAULT:@SECLEVEL=0) with a
- * protocol_version alert, so 1.0 and 1.1 are refused at the door rather than pretended.
+ * What this build offers agents: all four. Bun 1.4.5's node:tls negotiates TLS 1.0 and 1.1 on the cache port's
+ * own path (Bun socket → SocketDuplex → TLSSocket, minVersion "TLSv1"), with ECDHE-ECDSA-AES256-SHA on the P-256
+ * leaf; `bun bench/micro/legacy-tls-probe.ts` shows it (issue 11: an earlier note here, that BoringSSL refuses
+ * them, was wrong). Note Debian's openssl client itself refuses TLS < 1.2 unless given
+ * `-cipher DEFAULT:@SECLEVEL=0`. Older versions are offered only when the admin lowers `cache.min_tls`.
  */
-export const OFFERED_TLS_VERSIONS = ["1.2", "1.3"] as const;
+export const OFFERED_TLS_VERSIONS = MIN_TLS_VERSIONS;
 
 export type UpstreamProxy = {
   host: string;
   port: number;
   username: string | null;
   password: string | null;
+  /**
+   * How agate proves itself to the upstream proxy when `username` is set: "basic" (sent with the first CONNECT) or
+   * "ntlm" (NTLMv2, a handshake on the CONNECT connection; `username` is `DOMAIN\user` or `user@domain`). Explicit,
+   * not guessed from the 407: a proxy that offers both would otherwise choose for us, and a 407 that asks for the
+   * other scheme says which value to set.
+   */
+  auth: UpstreamAuth;
 };
+export const UPSTREAM_AUTH = ["basic", "ntlm"] as const;
+export type UpstreamAuth = (typeof UPSTREAM_AUTH)[number];
 
 /** Squid-like `refresh_pattern`: artifacts whose origin headers are too weak get a lifetime. */
 export type ArtifactRule = { host: string; path: string; max_age_s: number };
@@ -60,6 +71,8 @@ export type Config = {
     max_connections: number;
     idle_timeout_s: number;
     head_timeout_s: number;
+    /** a CONNECT's TLS handshake (the ClientHello for a tunnel, the whole handshake when intercepted) */
+    handshake_timeout_s: number;
     connect_timeout_s: number;
     max_head_bytes: number;
   };
@@ -107,6 +120,7 @@ export const DEFAULTS: Config = {
     max_connections: 3000,
     idle_timeout_s: 3600,
     head_timeout_s: 10,
+    handshake_timeout_s: 10,
     connect_timeout_s: 10,
     max_head_bytes: 16 * 1024,
   },
@@ -251,10 +265,10 @@ function strList(key: string, v: unknown, max: number): string[] {
 
 const KNOWN: Record<string, readonly string[]> = {
   gateway: ["name", "data_dir", "workers", "drain_grace_s", "log_cap_bytes"],
-  proxy: ["port", "listen", "max_connections", "idle_timeout_s", "head_timeout_s", "connect_timeout_s", "max_head_bytes"],
+  proxy: ["port", "listen", "max_connections", "idle_timeout_s", "head_timeout_s", "handshake_timeout_s", "connect_timeout_s", "max_head_bytes"],
   cache: ["enabled", "port", "listen", "min_tls", "allowed_domains", "max_bytes", "rules"],
   patch: ["enabled", "volume", "min_volume_bytes", "client_networks", "agent_user_agents", "slice_bytes"],
-  upstream_proxy: ["host", "port", "username", "password"],
+  upstream_proxy: ["host", "port", "username", "password", "auth"],
   destinations: ["ports"],
   platform: ["domains", "pod"],
   tls: ["upstream_ca", "ca", "ca_cert", "ca_chain", "ca_key"],
@@ -307,6 +321,7 @@ export function parseConfig(raw: unknown, base: Config = DEFAULTS): Config {
     max_connections: int("proxy.max_connections", pick(p, "max_connections", base.proxy.max_connections), 1, 100_000),
     idle_timeout_s: num("proxy.idle_timeout_s", pick(p, "idle_timeout_s", base.proxy.idle_timeout_s), 1, 7 * 86400),
     head_timeout_s: num("proxy.head_timeout_s", pick(p, "head_timeout_s", base.proxy.head_timeout_s), 0.1, 600),
+    handshake_timeout_s: num("proxy.handshake_timeout_s", pick(p, "handshake_timeout_s", base.proxy.handshake_timeout_s), 0.1, 600),
     connect_timeout_s: num("proxy.connect_timeout_s", pick(p, "connect_timeout_s", base.proxy.connect_timeout_s), 0.1, 600),
     max_head_bytes: int("proxy.max_head_bytes", pick(p, "max_head_bytes", base.proxy.max_head_bytes), 1024, 1024 * 1024),
   };
@@ -319,11 +334,6 @@ export function parseConfig(raw: unknown, base: Config = DEFAULTS): Config {
   const minTls = str("cache.min_tls", String(pick(c, "min_tls", base.cache.min_tls)));
   if (!(MIN_TLS_VERSIONS as readonly string[]).includes(minTls))
     throw new ConfigError("cache.min_tls", `expected one of ${MIN_TLS_VERSIONS.join(", ")}, got ${show(minTls)}`);
-  if (!(OFFERED_TLS_VERSIONS as readonly string[]).includes(minTls))
-    throw new ConfigError(
-      "cache.min_tls",
-      `${minTls} cannot be offered: Bun's TLS stack (BoringSSL) refuses TLS 1.0 and 1.1 handshakes even when asked to allow them; use 1.2 or 1.3`,
-    );
   const rulesRaw = pick(c, "rules", base.cache.rules);
   if (!Array.isArray(rulesRaw)) throw new ConfigError("cache.rules", `expected a list of { host, path, max_age_s }`);
   const rules = rulesRaw.map((r, i): ArtifactRule => {
@@ -381,8 +391,13 @@ export function parseConfig(raw: unknown, base: Config = DEFAULTS): Config {
         port: int("upstream_proxy.port", u.port ?? 3128, 1, 65535),
         username: optStr("upstream_proxy.username", u.username),
         password: optStr("upstream_proxy.password", u.password),
+        auth: str("upstream_proxy.auth", u.auth ?? "basic") as UpstreamAuth,
       };
-      if (upstream_proxy.username?.includes(":"))
+      if (!UPSTREAM_AUTH.includes(upstream_proxy.auth))
+        throw new ConfigError("upstream_proxy.auth", `expected one of ${UPSTREAM_AUTH.join(", ")}, got ${show(u.auth)}`);
+      if (upstream_proxy.auth === "ntlm" && !upstream_proxy.username)
+        throw new ConfigError("upstream_proxy.auth", "NTLM needs upstream_proxy.username (DOMAIN\\user or user@domain) and upstream_proxy.password");
+      if (upstream_proxy.auth === "basic" && upstream_proxy.username?.includes(":"))
         throw new ConfigError("upstream_proxy.username", "must not contain ':' (Basic authentication separates it from the password)");
       if (upstream_proxy.password && !upstream_proxy.username)
         throw new ConfigError("upstream_proxy.password", "a password needs upstream_proxy.username");

@@ -19,6 +19,7 @@ import { toRequest } from "./connect";
 import { ESTABLISHED, makeErrorResponse, makeResponse } from "./http1/serialize";
 import { decide, decideClient, type Policy, type PolicyRule } from "./policy";
 import { peekClientHello } from "./tls-peek";
+import { type AgentCa, type CaRoute, caRouteOf, makeCaAnswer } from "./ca-page";
 import type { Target, Verdict } from "./types";
 
 export type PortKind = "proxy" | "cache";
@@ -37,10 +38,12 @@ export type EndReason =
   | "not-tls"
   | "sni-mismatch"
   | "health"
+  | "ca"
   | "draining"
   | "shutdown"
   | "mint-failed"
   | "tls-error"
+  | "handshake-timeout"
   | ErrorCode
   | PolicyRule;
 
@@ -51,7 +54,7 @@ export type CloseHow = "linger" | "end" | "abort";
 /** The worker's facts a session reads (the WorkerRuntime satisfies this; tests pass a plain object). */
 export type SessionCtx = {
   readonly config: {
-    readonly proxy: { readonly max_head_bytes: number; readonly head_timeout_s: number; readonly idle_timeout_s: number; readonly max_connections: number };
+    readonly proxy: { readonly max_head_bytes: number; readonly head_timeout_s: number; readonly handshake_timeout_s: number; readonly idle_timeout_s: number; readonly max_connections: number };
   };
   readonly policy: Policy;
   readonly draining: boolean;
@@ -59,6 +62,8 @@ export type SessionCtx = {
   readonly index: number;
   /** the cache port can terminate TLS (cache mode on, CA loaded): else intercept verdicts tunnel, http:// is 405 */
   readonly intercepting: boolean;
+  /** the active CA for `GET /ca.pem`, `/ca.der`, `/ca` on this port (core/ca-page.ts); absent or null: none loaded */
+  readonly agentCa?: AgentCa | null;
 };
 
 /** The session's part of a connection's state. The shell's per-socket object extends it (one object per socket). */
@@ -88,6 +93,9 @@ export type ConnSession = {
   endReason: EndReason;
   /** counted in the admission budget (the shell released it on close) */
   admitted: boolean;
+  /** until when the TLS handshake may take (the ClientHello in tlsPeek; the whole handshake of an intercepted
+   * CONNECT), 0 when none is awaited: a silent client must not hold its admission slot until the idle timeout */
+  handshakeBy: number;
 };
 
 export type LogLevel = "info" | "warn" | "error";
@@ -140,6 +148,7 @@ export function makeSession(ctx: SessionCtx, ev: OpenEvent, now: number): ConnSe
     lastActive: now,
     endReason: "",
     admitted: ev.admitted,
+    handshakeBy: 0,
   };
 }
 
@@ -196,6 +205,8 @@ function onHeadBytes(s: ConnSession, bytes: Uint8Array, now: number): ConnComman
   }
   s.head.clear();
   const rest = all.byteLength > head.headBytes ? all.slice(head.headBytes) : null;
+  const caRoute = caRouteOf(head.method, head.target);
+  if (caRoute !== null) return answerCa(s, caRoute, head.method === "HEAD", getHeader(head.headers, "host") ?? null, now);
   let req;
   try {
     req = toRequest(head, { allowAbsolute: s.port === "cache" });
@@ -223,6 +234,7 @@ function onHeadBytes(s: ConnSession, bytes: Uint8Array, now: number): ConnComman
   if (v.action === "deny") return refuse(s, err("PX_POLICY_DENY", v.reason ?? `CONNECT to ${req.target.host} denied`), v.rule, now);
   if (v.action === "intercept" && s.ctx.intercepting) {
     s.state = "intercept";
+    s.handshakeBy = handshakeDeadline(s, now);
     return [{ do: "writeClient", bytes: ESTABLISHED }, { do: "intercept", mode: "connect", early: rest }];
   }
   s.state = "dial";
@@ -236,6 +248,7 @@ export function onDialled(s: ConnSession, via: string, now: number): ConnCommand
   s.via = via;
   s.state = "tlsPeek";
   s.lastActive = now;
+  s.handshakeBy = handshakeDeadline(s, now);
   const out: ConnCommand[] = [{ do: "writeClient", bytes: ESTABLISHED }];
   if (s.paused) {
     s.paused = false;
@@ -290,6 +303,7 @@ function onPeekBytes(s: ConnSession, bytes: Uint8Array, now: number): ConnComman
     ];
   }
   s.state = "tunnel";
+  s.handshakeBy = 0; // the rest of the handshake is between the agent and the origin
   return [{ do: "pipe", early: all === bytes ? bytes.slice() : all }];
 }
 
@@ -313,6 +327,19 @@ function answerHealth(s: ConnSession, headOnly: boolean, now: number): ConnComma
   ];
 }
 
+/** `GET /ca.pem`, `/ca.der` or `/ca` sent to the port: the CA agents install, no token (issue 11, core/ca-page.ts). */
+function answerCa(s: ConnSession, route: CaRoute, headOnly: boolean, host: string | null, now: number): ConnCommand[] {
+  const bytes = makeCaAnswer(s.ctx.agentCa ?? null, route, { headOnly, host });
+  if (bytes === null) return refuse(s, err("PX_NOT_FOUND", "no CA loaded yet: ask the gateway's admin"), "PX_NOT_FOUND", now);
+  s.state = "refused";
+  s.refusedAt = now;
+  s.endReason = "ca";
+  return [
+    { do: "writeClient", bytes },
+    { do: "close", reason: "ca", how: "linger" },
+  ];
+}
+
 /** Once a second (and in tests, whenever): slow heads, lingering refusals, idle connections. */
 export function onTick(s: ConnSession, now: number): ConnCommand[] {
   const p = s.ctx.config.proxy;
@@ -327,6 +354,14 @@ export function onTick(s: ConnSession, now: number): ConnCommand[] {
     case "tlsPeek":
     case "tunnel":
     case "intercept":
+      // Bytes trickling in do not extend the handshake: its deadline is fixed when the CONNECT is answered.
+      if (s.handshakeBy !== 0 && now > s.handshakeBy) {
+        s.endReason ||= "handshake-timeout";
+        return [
+          { do: "log", level: "info", msg: "refused", fields: { id: s.id, client: `${s.ip}:${s.remotePort}`, port: s.port, dest: dest(s), rule: "handshake-timeout", reason: `TLS handshake not done within ${p.handshake_timeout_s}s` } },
+          { do: "close", reason: "handshake-timeout", how: "abort" },
+        ];
+      }
       if (now - s.lastActive > p.idle_timeout_s * 1000) {
         s.endReason ||= "idle-timeout";
         return [{ do: "close", reason: "idle-timeout", how: "end" }];
@@ -336,6 +371,13 @@ export function onTick(s: ConnSession, now: number): ConnCommand[] {
       return none;
   }
 }
+
+/** Layer 2 finished the TLS handshake of an intercepted CONNECT: no handshake deadline any more. */
+export function onTlsEstablished(s: ConnSession): void {
+  s.handshakeBy = 0;
+}
+
+const handshakeDeadline = (s: ConnSession, now: number) => now + s.ctx.config.proxy.handshake_timeout_s * 1000;
 
 /** The agent sent FIN. */
 export function onClientEnd(s: ConnSession): ConnCommand[] {
@@ -381,6 +423,12 @@ export function onClosed(s: ConnSession, facts: CloseFacts, now: number): ConnCo
   const prev = s.state;
   if (prev === "closed") return none;
   s.state = "closed";
+  if (prev === "intercept" && s.verdict === null) {
+    // Plain http:// requests (no CONNECT): not a tunnel, and no decision of ours: each request had its own
+    // access line with its own verdict, a refused one included.
+    const fields = { id: s.id, client: `${s.ip}:${s.remotePort}`, port: s.port, mode: "http", up: facts.bytesIn, down: facts.bytesOut, ms: now - s.started, end: s.endReason || "closed" };
+    return [{ do: "log", level: "info", msg: "connection", fields }];
+  }
   if (prev === "tlsPeek" || prev === "tunnel" || prev === "intercept") {
     return [
       {

@@ -512,6 +512,15 @@ export function decide(policy: Policy, target: Target, client: ClientInfo): Poli
 }
 
 /**
+ * [hosts]: the address the admin mapped `host` to, or undefined. A Map, never the config's plain object: a host
+ * named "constructor" or "__proto__" must not find Object's own properties (issue 12, defect 8).
+ */
+export function mappedAddress(policy: Policy, host: string): string | undefined {
+  const c = inner(policy);
+  return c.hosts.size === 0 ? undefined : c.hosts.get(normalizeListed(host));
+}
+
+/**
  * After DNS: refuse a name that resolved to a non-public address (see `classifyAddress`), unless the admin
  * mapped the name in [hosts] (then private addresses are intended). null = fine to dial.
  */

@@ -15,8 +15,8 @@ import { createHash } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Config } from "../core/config";
-import { ProxyError, statusFor } from "../core/errors";
-import { getHeader } from "../core/http1/head";
+import { ProxyError, printable, statusFor } from "../core/errors";
+import { checkHostField, getHeader } from "../core/http1/head";
 import { framingForRequest } from "../core/http1/body";
 import { parseAuthority } from "../core/connect";
 import { decide, decideClient } from "../core/policy";
@@ -31,7 +31,7 @@ import type { CaPems } from "../store/ca-store";
 import type { HttpRequest, IncomingRequest, RequestBody, Responder } from "./http-session";
 import type { WorkerRuntime, WorkerServices, TlsState } from "./runtime";
 import type { WorkerCounters } from "./protocol";
-import { type FillNote, cacheCounters, claimOrWait, invalidateAfter, runFill, serveEntry, streamTail, toStored } from "./fill";
+import { type FillNote, cacheCounters, claimOrWait, invalidateAfter, runFill, serveEntry, storeIsFull, streamTail, toStored } from "./fill";
 import { applyPatchMode, closePatchStore, patchCounters, servePatch } from "./patch";
 import { forward } from "./forward";
 import { OriginPool } from "./origin-client";
@@ -132,6 +132,12 @@ async function answer(rt: WorkerRuntime, req: HttpRequest, res: Responder, body:
         const stale = plan.do === "revalidate" ? entry : null;
         const validators = plan.do === "revalidate" ? plan.headers : [];
         why ??= plan.reason;
+        if (storeIsFull(rt, store, rt.now())) {
+          // 5''. the cache disk is full: pass the object through, store nothing, until space returns (issue 12)
+          a.phase = "bypass:no-space";
+          a.reason = why;
+          return forward(rt, req, res, body);
+        }
         const note: FillNote = { noStore: null, freshened: false };
         // A revalidation must not give way to a fill that just stored: that stored entry is the one we revalidate.
         const c = claimOrWait(store, pkey, (fill) => void runFill(rt, store, fill, req, stale, validators, d, note), stale === null);
@@ -160,18 +166,23 @@ async function answer(rt: WorkerRuntime, req: HttpRequest, res: Responder, body:
  */
 export function route(rt: WorkerRuntime, inc: IncomingRequest): HttpRequest {
   const head = inc.head;
+  checkHostField(head); // RFC 9112 §3.2: none on HTTP/1.1, or two, is a 400 (two Hosts can name two origins)
   const base = { method: head.method, headers: head.headers, version: head.version, body: { kind: "none" as const } };
   if (inc.connectTarget !== null && inc.connectVerdict !== null) {
     const t = inc.connectTarget;
     let path = head.target;
     if (!path.startsWith("/")) {
-      let u: URL;
-      try {
-        u = new URL(path);
-      } catch {
-        throw new ProxyError("PX_BAD_REQUEST", "client", "the request target is neither a path nor an absolute URL");
+      // RFC 9112 §3.2: origin-form or absolute-form only ("*" is OPTIONS-only, authority-form CONNECT-only).
+      let u: URL | null = null;
+      if (/^https?:\/\//i.test(path)) {
+        try {
+          u = new URL(path);
+        } catch {}
       }
-      if (u.hostname.toLowerCase() !== t.host) throw new ProxyError("PX_MISDIRECTED", "client", `request for ${u.hostname} inside a tunnel to ${t.host}`);
+      if (u === null) throw new ProxyError("PX_BAD_REQUEST", "client", `the request target "${printable(path)}" is neither a path nor an absolute http(s) URL`);
+      const port = u.port === "" ? (u.protocol === "http:" ? 80 : 443) : Number(u.port);
+      if (u.hostname.toLowerCase().replace(/\.$/, "") !== t.host || port !== t.port)
+        throw new ProxyError("PX_MISDIRECTED", "client", `request for ${printable(u.host)} inside a tunnel to ${t.host}:${t.port}`);
       path = u.pathname + u.search;
     }
     const host = getHeader(head.headers, "host");
@@ -209,7 +220,7 @@ const defaultsOf = (rt: WorkerRuntime): CacheDefaults => ({ ...CACHE_DEFAULTS, r
 /** The layer-2 services of a new worker: nothing open, no CA yet, an empty origin pool. */
 export function makeCacheServices(): WorkerServices {
   const tls: TlsState = { ca: null, caId: "", leafKeys: null, leaves: new LeafCache(), contexts: new Map(), minTls: "1.2", leafDir: null, mints: 0 };
-  return { cacheStore: null, patchStore: null, patchVerified: new Set(), tls, origins: new OriginPool() };
+  return { cacheStore: null, patchStore: null, patchVerified: new Set(), tls, origins: new OriginPool(), cacheNoSpace: null };
 }
 
 /**
@@ -223,6 +234,7 @@ export async function applyCacheMode(rt: WorkerRuntime, config: Config, ca: CaPe
     const dir = resolve(cacheDir(config));
     if (rt.cacheStore?.dir !== dir) {
       rt.cacheStore?.close();
+      rt.cacheNoSpace = null; // a new directory: its disk is looked at afresh
       rt.cacheStore = Store.open(dir, {
         maxBytes: cacheBudget(config),
         owner: `${process.pid}:${rt.index}`,

@@ -7,6 +7,7 @@
  * and every waiter gets a clean error; a response that is not storable is delivered to that fill's waiters and
  * dropped. How a fill ended is a `FillOutcome` value (core/cache/plan.ts), never words in an error message.
  */
+import { statfsSync } from "node:fs";
 import { ProxyError, statusFor } from "../core/errors";
 import { type Headers, getHeader } from "../core/http1/head";
 import { type CacheDefaults, type NoStoreReason, type StoredResponse, ageHeaderValue, answerConditional, invalidationTargets, isUnsafeMethod } from "../core/cache/freshness";
@@ -14,6 +15,7 @@ import { type FillOutcome, planOriginResponse } from "../core/cache/plan";
 import { primaryKey, varyKey } from "../core/cache/key";
 import { type Entry, FillError, type FillTail, type FillWriter, type Store } from "../store/cache/store";
 import type { HttpRequest, Responder } from "./http-session";
+import type { ExchangeHandle } from "./origin-client";
 import type { WorkerRuntime } from "./runtime";
 import { log } from "../log";
 
@@ -69,6 +71,52 @@ export function invalidateAfter(rt: WorkerRuntime, req: HttpRequest, status: num
   if (!store || !isUnsafeMethod(req.method)) return;
   for (const url of invalidationTargets(req.url, status, resHeaders)) {
     if (store.delete(primaryKey("GET", url))) cacheCounters(rt).invalidations++;
+  }
+}
+
+// ───────────────────────────── a full disk ─────────────────────────────
+
+/** Room kept free beside an object (the index's WAL, temp files of other fills, logs). */
+const SPACE_MARGIN = 8 << 20;
+/** How often a full disk is looked at again (one statfs). */
+const SPACE_RECHECK_MS = 1000;
+// The state is the runtime's `cacheNoSpace` (one cache store per worker).
+// TODO: report it to health (core/health.ts does not exist yet): "the cache disk is full" must show there.
+
+function freeBytes(dir: string): number {
+  const st = statfsSync(dir);
+  return st.bavail * st.bsize;
+}
+
+const isNoSpace = (e: unknown) => ["ENOSPC", "EDQUOT", "EFBIG"].includes((e as { code?: string })?.code ?? "");
+
+function markNoSpace(rt: WorkerRuntime, store: Store, needed: number, now: number, why: string): void {
+  if (rt.cacheNoSpace === null) log("warn", "cache disk full: objects are passed through and not stored until space returns", { dir: store.dir, needed, why });
+  rt.cacheNoSpace = { needed, checkedAt: now };
+}
+
+/** True while `store`'s disk cannot take new objects: the caller forwards instead of filling. */
+export function storeIsFull(rt: WorkerRuntime, store: Store, now: number): boolean {
+  const ns = rt.cacheNoSpace;
+  if (!ns) return false;
+  if (now - ns.checkedAt < SPACE_RECHECK_MS) return true;
+  ns.checkedAt = now;
+  try {
+    if (freeBytes(store.dir) < ns.needed + SPACE_MARGIN) return true;
+  } catch {
+    return true;
+  }
+  rt.cacheNoSpace = null;
+  log("info", "cache disk has space again: storing objects", { dir: store.dir });
+  return false;
+}
+
+/** Free bytes, or "plenty" when the file system cannot say (the write will tell). */
+function safeFree(dir: string): number {
+  try {
+    return freeBytes(dir);
+  } catch {
+    return Number.MAX_SAFE_INTEGER;
   }
 }
 
@@ -224,12 +272,21 @@ export async function runFill(
   let storable = false;
   let vary: string | null = null;
   let freshened = false;
+  // A fill given up for lack of space: the origin exchange is aborted and nothing more goes to the fill.
+  let abandoned = false;
+  let handle: ExchangeHandle | null = null;
+  let received = 0;
   const failed = (e: Error) => {
     counters.fill_errors++;
     log("warn", "cache fill failed", { url: req.url, error: e.message });
     fill.fail("failed", e.message);
   };
   await new Promise<void>((resolve) => {
+    const abandon = () => {
+      abandoned = true;
+      handle?.abort();
+      resolve();
+    };
     rt.origins
       .start(
         { scheme: req.scheme, target: req.target, method: "GET", path: req.path, headers, body: { kind: "none" } },
@@ -245,6 +302,14 @@ export async function runFill(
               fill.fail("revalidated");
               return;
             }
+            // Every answer but a 304 goes through the fill's temp file: one that cannot fit is given up before any
+            // agent sees a byte, and its waiters look again, find the disk full and are passed through.
+            const len = Number(getHeader(h.headers, "content-length") ?? NaN);
+            if (Number.isFinite(len) && len > 0 && len + SPACE_MARGIN > safeFree(s.dir)) {
+              markNoSpace(rt, s, len, rt.now(), `a ${len}-byte object`);
+              fill.fail("superseded", "the cache disk is full");
+              return abandon();
+            }
             storable = plan.do === "store";
             if (plan.do === "deliver") {
               counters.not_storable++;
@@ -254,13 +319,23 @@ export async function runFill(
             fill.setHead(h.status, kept, { requestTime, responseTime });
           },
           onData(chunk) {
-            if (freshened) return true;
+            if (freshened || abandoned) return true;
             counters.bytes_fetched += chunk.byteLength;
-            fill.write(chunk);
+            received += chunk.byteLength;
+            try {
+              fill.write(chunk);
+            } catch (e) {
+              if (!isNoSpace(e)) throw e;
+              // TODO: the agents already streaming this fill are cut here (no relay without the file); those after
+              // them are passed through while the disk stays full.
+              markNoSpace(rt, s, received * 2, rt.now(), (e as Error).message);
+              failed(new Error(`the cache disk is full after ${received} bytes (${(e as Error).message})`));
+              abandon();
+            }
             return true; // the file takes it: no agent's pace slows the download
           },
           onEnd() {
-            if (freshened) return resolve();
+            if (freshened || abandoned) return resolve();
             try {
               if (storable) {
                 const e = fill.commit({ vkey: varyKey(vary ?? undefined, req.headers) ?? "", url: req.url, reqHeaders: req.headers, vary });
@@ -274,12 +349,17 @@ export async function runFill(
             resolve();
           },
           onError(e) {
+            if (abandoned) return;
             failed(e);
             resolve();
           },
         },
         { config: rt.config, policy: rt.policy },
       )
+      .then((h) => {
+        handle = h;
+        if (abandoned) h.abort();
+      })
       .catch((e: Error) => {
         failed(e);
         resolve();

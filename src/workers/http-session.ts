@@ -9,6 +9,7 @@
 import type { Duplex } from "node:stream";
 import { ProxyError, statusFor } from "../core/errors";
 import { type Headers, type RequestHead, NEED_MORE, getHeader, parseRequestHead } from "../core/http1/head";
+import { onTlsEstablished } from "../core/conn-session";
 import { BodyDecoder, encodeChunk, framingForRequest, lastChunk, type Framing } from "../core/http1/body";
 import { makeErrorResponse, serializeResponseHead } from "../core/http1/serialize";
 import type { Target, Verdict } from "../core/types";
@@ -94,6 +95,9 @@ export class HttpSession {
   private drainWaiters: (() => void)[] = [];
   private clientEnded = false;
   requests = 0;
+  /** when the head being read started (its first byte, or the end of the TLS handshake for the first one); 0 = none */
+  private headSince = 0;
+  private headTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     readonly rt: WorkerRuntime,
@@ -106,6 +110,14 @@ export class HttpSession {
     readonly handle: RequestHandler,
   ) {
     if (raw !== io) raw.on("drain", () => this.flushDrainWaiters());
+    if (scheme === "https") {
+      // node:tls emits "secure" once the server handshake is done: the handshake deadline ends, the head's begins
+      // (an agent that finishes TLS and then says nothing holds a slot as surely as one that never starts it).
+      io.once("secure", () => {
+        onTlsEstablished(conn);
+        if (this.requests === 0 && !this.buf) this.startHeadClock();
+      });
+    }
     io.on("data", (d: Buffer) => this.onData(new Uint8Array(d.buffer, d.byteOffset, d.byteLength)));
     io.on("drain", () => this.flushDrainWaiters());
     io.on("end", () => {
@@ -145,6 +157,7 @@ export class HttpSession {
   close() {
     if (this.closed) return;
     this.closed = true;
+    this.stopHeadClock();
     if (this.bodyDecoder) this.bodySink?.abort();
     this.io.destroy();
   }
@@ -152,6 +165,7 @@ export class HttpSession {
   private onData(d: Uint8Array) {
     if (this.bodyDecoder) return this.onBodyBytes(d);
     this.buf = this.buf ? concat(this.buf, d) : d.slice();
+    if (!this.busy && this.headSince === 0) this.startHeadClock();
     if (this.busy) {
       if (this.buf.byteLength > MAX_PIPELINE_BUFFER) this.pauseInput();
       return;
@@ -165,11 +179,15 @@ export class HttpSession {
       let framing: Framing;
       try {
         head = parseRequestHead(this.buf, { maxHeadBytes: this.rt.config.proxy.max_head_bytes, maxHeaders: 100 });
-        if (head === NEED_MORE) return;
+        if (head === NEED_MORE) {
+          if (this.headSince === 0) this.startHeadClock();
+          return this.checkHeadClock(); // a byte every few seconds is activity, but not a head
+        }
         framing = framingForRequest(head.headers);
       } catch (e) {
         return this.fatal(e);
       }
+      this.stopHeadClock();
       const rest = this.buf.byteLength > head.headBytes ? this.buf.subarray(head.headBytes) : null;
       this.busy = true;
       this.requests++;
@@ -178,6 +196,33 @@ export class HttpSession {
       void this.run(head, framing, framing.kind === "none" ? null : rest);
     }
     if (!this.busy && this.clientEnded) this.close();
+  }
+
+  /**
+   * `proxy.head_timeout_s` bounds each whole request head on this connection (layer 1 bounds only the first head of
+   * a plain connection, and nothing inside TLS): checked as bytes arrive, and by a timer for a silent agent.
+   */
+  private startHeadClock() {
+    this.headSince = this.rt.now();
+    if (this.headTimer) clearTimeout(this.headTimer);
+    this.headTimer = setTimeout(() => this.checkHeadClock(true), this.rt.config.proxy.head_timeout_s * 1000);
+    this.headTimer.unref?.();
+  }
+
+  private stopHeadClock() {
+    this.headSince = 0;
+    if (this.headTimer) clearTimeout(this.headTimer);
+    this.headTimer = null;
+  }
+
+  private checkHeadClock(fromTimer = false) {
+    if (this.headSince === 0 || this.busy || this.closed) return;
+    const limit = this.rt.config.proxy.head_timeout_s;
+    // The timer was set for the deadline itself: when it fires, the head is late whatever the clock says.
+    if (!fromTimer && this.rt.now() - this.headSince < limit * 1000) return;
+    this.stopHeadClock();
+    if (this.conn.endReason === "") this.conn.endReason = "PX_HEAD_TIMEOUT";
+    this.fatal(new ProxyError("PX_HEAD_TIMEOUT", "client", `request head did not arrive within ${limit}s`));
   }
 
   private async run(head: RequestHead, framing: Framing, early: Uint8Array | null) {
@@ -218,6 +263,7 @@ export class HttpSession {
 
   private fatal(e: unknown) {
     const pe = e instanceof ProxyError ? e : new ProxyError("PX_INTERNAL", "internal", String(e));
+    this.stopHeadClock();
     if (!this.closed) {
       this.io.write(makeErrorResponse(statusFor(pe), pe.message));
       this.io.end();

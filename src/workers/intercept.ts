@@ -69,6 +69,11 @@ export class SocketDuplex extends Duplex {
   }
 }
 
+// `cache.min_tls` → node:tls minVersion (max stays TLS 1.3). TLS 1.0/1.1 need nothing more: BoringSSL keeps the
+// ECDHE-ECDSA-AES{128,256}-SHA suites those versions use with our P-256 leaves, and has no "@SECLEVEL" (a
+// `ciphers: "DEFAULT:@SECLEVEL=0"` throws ERR_SSL_INVALID_COMMAND). Shown by `bun bench/micro/legacy-tls-probe.ts`
+// and `openssl s_client -tls1 -cipher 'DEFAULT:@SECLEVEL=0' -proxy 127.0.0.1:CACHE_PORT -connect host:443`
+// (test/e2e/legacy-tls.test.ts); the client needs SECLEVEL=0, Debian's openssl refuses TLS < 1.2 by itself.
 const TLS_NAMES: Record<MinTls, tls.SecureVersion> = { "1.0": "TLSv1", "1.1": "TLSv1.1", "1.2": "TLSv1.2", "1.3": "TLSv1.3" };
 
 function leafPath(st: TlsState, host: string) {

@@ -18,7 +18,7 @@ import type { Target } from "../core/types";
 import { type Headers, type ResponseHead, NEED_MORE, parseResponseHead } from "../core/http1/head";
 import { BodyDecoder, encodeChunk, framingForResponse, lastChunk, type Framing } from "../core/http1/body";
 import { serializeRequestHead } from "../core/http1/serialize";
-import type { Policy } from "../core/policy";
+import { type Policy, mappedAddress } from "../core/policy";
 import { dialTarget, onHandshakeClose, onHandshakeData, type OriginConn } from "./upstream";
 import { concat } from "../core/bytes";
 import { flushPending, writeOrPend } from "./pipe";
@@ -226,6 +226,12 @@ class Exchange {
   onWritable: (() => void) | null = null;
 }
 
+/** An origin connection that broke (reset, TLS error) once the exchange started. */
+function cutShort(ex: Exchange, e: Error): ProxyError {
+  const what = ex.head ? `after ${ex.decoder?.received ?? 0} body bytes` : "before answering";
+  return new ProxyError("PX_UPSTREAM_CLOSED", "upstream", `${ex.req.target.host} broke the connection ${what}: ${e.message}`, { cause: e });
+}
+
 /** Write everything, keeping what the kernel did not take as the connection's pending bytes (pipe.ts). */
 function writeAll(s: Socket<ExchangeConn>, data: Uint8Array): boolean {
   return writeOrPend(s, s.data, data);
@@ -252,14 +258,21 @@ const exchangeHandlers: SocketHandler<ExchangeConn> = {
     s.data.closed = true; // the origin closed an idle kept-alive connection
     s.terminate();
   },
-  close(s) {
+  close(s, err) {
     s.data.closed = true;
     if (s.data.hs) return onHandshakeClose(s as unknown as Socket<OriginConn>);
-    s.data.ex?.onClose();
+    const ex = s.data.ex;
+    // Bun passes the error (ECONNRESET…) to close, not to `error`: a reset is never the end of a body, not even a
+    // close-delimited one (RFC 9112 §6.3 ¶8: only a clean close ends it), or a half object would be stored as whole.
+    // (Before the head, onClose decides: a reset on a reused idle connection is retried once.)
+    if (ex && ex.head && err) return ex.fail(cutShort(ex, err as Error));
+    ex?.onClose();
   },
   error(s, e) {
     const ex = s.data.ex;
-    if (ex && !ex.head) ex.fail(new ProxyError("PX_UPSTREAM_TLS", "upstream", `${ex.req.target.host}: ${(e as Error).message}`));
+    if (!ex) return;
+    if (!ex.head) ex.fail(new ProxyError("PX_UPSTREAM_TLS", "upstream", `${ex.req.target.host}: ${(e as Error).message}`));
+    else ex.fail(cutShort(ex, e)); // mid-body: the answer is broken, whatever its framing
   },
   connectError() {},
   handshake(s, success, authError) {
@@ -342,7 +355,7 @@ export class OriginPool implements Origins {
 async function startExchange(pool: OriginPool, req: OriginRequest, sink: ResponseSink, env: OriginEnv): Promise<ExchangeHandle> {
   const ex = new Exchange(pool, req, sink);
   const up = env.config.upstream_proxy;
-  ex.poolKey = `${req.scheme}|${req.target.host}|${req.target.port}|${up ? `${up.host}:${up.port}` : env.config.hosts[req.target.host] ?? "dns"}`;
+  ex.poolKey = `${req.scheme}|${req.target.host}|${req.target.port}|${up ? `${up.host}:${up.port}` : mappedAddress(env.policy, req.target.host) ?? "dns"}`;
   const authority = req.target.port === (req.scheme === "https" ? 443 : 80) ? req.target.host : `${req.target.host}:${req.target.port}`;
   const headers: Headers = [["Host", authority], ...stripHopByHop(req.headers).filter(([k]) => {
     const l = k.toLowerCase();

@@ -18,6 +18,7 @@ import type { LeafCache } from "../core/cert-cache";
 import type { MinTls } from "../core/config";
 import type { Store } from "../store/cache/store";
 import type { Origins } from "./origin-client";
+import type { AgentCa } from "../core/ca-page";
 
 /** Milliseconds since the epoch. The worker passes `Date.now`; session tests pass a fixed clock. */
 export type Clock = () => number;
@@ -51,6 +52,11 @@ export type WorkerServices = {
   tls: TlsState;
   /** kept-alive connections to origins (workers/origin-client.ts), or a test's double */
   origins: Origins;
+  /**
+   * Set while the cache store's disk cannot take new objects (issue 12, defect 5): requests are passed through and
+   * nothing is stored until statfs shows `needed` bytes free again (looked at again after `checkedAt`).
+   */
+  cacheNoSpace: { needed: number; checkedAt: number } | null;
 };
 
 export type WorkerRuntime = WorkerServices & {
@@ -64,6 +70,8 @@ export type WorkerRuntime = WorkerServices & {
   admission: Int32Array | null;
   /** the cache port can terminate TLS (cache mode on and a CA loaded); conn-session reads it */
   intercepting: boolean;
+  /** the active CA as agents download it on the agent ports (`GET /ca.pem`, `/ca.der`, `/ca`); worker.ts sets it */
+  agentCa?: AgentCa | null;
   /** exact time for logs, durations and freshness */
   now: Clock;
   /** request and connection ids (one hyperid per worker) */

@@ -14,6 +14,8 @@ import type { CaPems } from "../store/ca-store";
 import type { Config } from "../core/config";
 import { compilePolicy } from "../core/policy";
 import { applyCacheMode, cacheReport, makeCacheServices } from "./cache-request";
+import type { AgentCa } from "../core/ca-page";
+import { createHash } from "node:crypto";
 
 /** The one runtime of this worker, and its listening side; both made at init. */
 let rt: WorkerRuntime;
@@ -44,9 +46,27 @@ function setConfig(config: Config) {
   rt.policy = compilePolicy(config);
 }
 
-/** Cache mode: the active CA for leaves, and interception on the cache port. */
+/** Cache mode: the active CA for leaves, and interception on the cache port; the CA agents download either way. */
 async function applyCache(config: Config, ca: CaPems | null) {
   await applyCacheMode(rt, config, ca); // sets rt.intercepting too
+  if (ca?.rootPem !== agentCaFrom) {
+    rt.agentCa = ca ? makeAgentCa(ca) : null;
+    agentCaFrom = ca?.rootPem;
+  }
+}
+
+let agentCaFrom: string | undefined;
+
+/** Decode and hash the root once per CA, so the agent ports answer `/ca.*` from bytes (core/ca-page.ts). */
+function makeAgentCa(ca: CaPems): AgentCa {
+  const BEGIN = "-----BEGIN CERTIFICATE-----";
+  const END = "-----END CERTIFICATE-----";
+  const from = Math.max(0, ca.rootPem.indexOf(BEGIN));
+  const to = ca.rootPem.indexOf(END, from);
+  const b64 = ca.rootPem.slice(from + BEGIN.length, to === -1 ? undefined : to).replace(/\s+/g, "");
+  const der = new Uint8Array(Buffer.from(b64, "base64"));
+  const hex = createHash("sha256").update(der).digest("hex").toUpperCase();
+  return { pem: new TextEncoder().encode(ca.rootPem), der, sha256: hex.match(/../g)!.join(":"), commonName: ca.commonName, notAfter: ca.notAfter };
 }
 
 declare const self: Worker;

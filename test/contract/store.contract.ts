@@ -11,6 +11,7 @@ import type { Headers } from "../../src/core/cache/freshness";
 import { varyKey } from "../../src/core/cache/key";
 import { type Entry, FillError, type FillTail, type Store, type StoreOptions } from "../../src/store/cache/store";
 import { concat, makeBody, makeChunk, sha256Hex } from "../fixtures/store-data";
+import { waitFor } from "../peers/helpers";
 
 export type StoreHarness = {
   /** a fresh, empty store directory (the harness removes them in its own afterAll) */
@@ -32,14 +33,8 @@ export async function within<T>(ms: number, what: string, p: Promise<T>): Promis
   }
 }
 
-/** Poll until `cond()` holds, or fail after `ms`. */
-export async function until(ms: number, what: string, cond: () => boolean): Promise<void> {
-  const end = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await Bun.sleep(2);
-  }
-}
+/** Poll until `cond()` holds, or fail after `ms` (the shared waitFor, polling every 2 ms: tails move fast). */
+export const until = (ms: number, what: string, cond: () => boolean): Promise<unknown> => waitFor(cond, { timeoutMs: ms, what, everyMs: 2 });
 
 /** Fill `key` with `body` in chunks of `chunkSize` and commit; returns the stored entry. */
 export function storeBody(

@@ -41,6 +41,19 @@ afterAll(async () => {
   plainOrigin?.stop();
 });
 
+/** A cache-mode gateway of a test's own (its counters start at zero), with its CA saved for curl. */
+async function ownCacheGateway(): Promise<Gateway & { caPath: string }> {
+  const g = await startGateway({
+    cache: { enabled: true, port: 0, listen: "127.0.0.1" },
+    tls: { upstream_ca: pki.caPath },
+    destinations: { ports: [origin.port] },
+    hosts,
+  });
+  const ca = join(g.dir, "gateway-ca.pem");
+  writeFileSync(ca, await (await fetch(`http://127.0.0.1:${g.ports.admin}/ca.pem`)).text());
+  return Object.assign(g, { caPath: ca });
+}
+
 const via = () => ["-x", `http://127.0.0.1:${gw.ports.cache}`, "--cacert", caPath];
 
 describe("TLS termination", () => {
@@ -53,14 +66,8 @@ describe("TLS termination", () => {
 
   test("50 concurrent first handshakes for a new host, over both workers, mint one leaf", async () => {
     // A gateway of its own, so its counters start at zero and hold nothing but these 50 connections.
-    await using g = await startGateway({
-      cache: { enabled: true, port: 0, listen: "127.0.0.1" },
-      tls: { upstream_ca: pki.caPath },
-      destinations: { ports: [origin.port] },
-      hosts,
-    });
-    const ca = join(g.dir, "gateway-ca.pem");
-    writeFileSync(ca, await (await fetch(`http://127.0.0.1:${g.ports.admin}/ca.pem`)).text());
+    await using g = await ownCacheGateway();
+    const ca = g.caPath;
     const urls = Array.from({ length: 50 }, (_, i) => origin.url(FRESH, `/mint${i}`));
     const r = await curl(["-x", `http://127.0.0.1:${g.ports.cache}`, "--cacert", ca, "-Z", "--parallel-max", "50", "-w", "%{http_code}\n", ...urls.flatMap((u) => [u, "-o", "/dev/null"])], 60_000);
     expect(r.stdout.trim().split("\n").filter((l) => l === "200").length).toBe(50);
@@ -127,14 +134,8 @@ describe("what is not cached streams through", () => {
 
   test("origin connections are kept alive and reused across agents' requests", async () => {
     // A gateway of its own, so its counters start at zero and hold nothing but these 6 requests.
-    await using g = await startGateway({
-      cache: { enabled: true, port: 0, listen: "127.0.0.1" },
-      tls: { upstream_ca: pki.caPath },
-      destinations: { ports: [origin.port] },
-      hosts,
-    });
-    const ca = join(g.dir, "gateway-ca.pem");
-    writeFileSync(ca, await (await fetch(`http://127.0.0.1:${g.ports.admin}/ca.pem`)).text());
+    await using g = await ownCacheGateway();
+    const ca = g.caPath;
     const viaG = ["-x", `http://127.0.0.1:${g.ports.cache}`, "--cacert", ca];
     for (let i = 0; i < 6; i++) expect((await curl([...viaG, "--data-binary", `ka${i}`, origin.url(HOST, "/echo")])).stdout).toBe(`ka${i}`);
     const after = (await reportedStats(g, { tunnels: 6 })).totals.cache.origin_reuses;

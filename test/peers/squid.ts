@@ -1,6 +1,8 @@
 /**
- * Debian's squid as a Basic-auth upstream proxy on 127.0.0.1, with its own hosts file so the test names
- * resolve to loopback. Returns null (and the reason) when squid is not installed.
+ * Debian's squid as an upstream proxy on 127.0.0.1 that requires Basic auth (the default) or NTLM (`{ auth: "ntlm" }`,
+ * with squid's `ntlm_fake_auth` helper: it runs the NEGOTIATE → CHALLENGE → AUTHENTICATE exchange and takes the
+ * user name from the AUTHENTICATE message, but checks no password or response), with its own hosts file so the test
+ * names resolve to loopback. `squidMissing()` says why squid cannot run here (null: it can).
  */
 import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -12,6 +14,9 @@ export type Squid = { dir: string; port: number; user: string; password: string;
 
 const SQUID_BINS = ["/usr/sbin/squid", "/usr/bin/squid"];
 const AUTH_HELPER = "/usr/lib/squid/basic_ncsa_auth";
+const NTLM_HELPER = "/usr/lib/squid/ntlm_fake_auth";
+
+export type SquidOptions = { auth?: "basic" | "ntlm" };
 
 export function squidMissing(): string | null {
   if (!SQUID_BINS.some((b) => Bun.file(b).size > 0)) return "squid is not installed (apt-get install squid)";
@@ -20,14 +25,32 @@ export function squidMissing(): string | null {
   return null;
 }
 
-export async function startSquid(hosts: Record<string, string>, user = "agent", password = "s3cret-pass"): Promise<Squid> {
+/** Why the NTLM-requiring squid cannot run here (null: it can). */
+export function squidNtlmMissing(): string | null {
+  if (!SQUID_BINS.some((b) => Bun.file(b).size > 0)) return "squid is not installed (apt-get install squid)";
+  if (!(Bun.file(NTLM_HELPER).size > 0)) return `${NTLM_HELPER} is missing (dpkg -L squid | grep ntlm)`;
+  return null;
+}
+
+export async function startSquid(
+  hosts: Record<string, string>,
+  user = "agent",
+  password = "s3cret-pass",
+  opts: SquidOptions = {},
+): Promise<Squid> {
   const dir = mkdtempSync(join(tmpdir(), "agate-squid-"));
   chmodSync(dir, 0o777);
   const port = freePort(); // squid cannot be told port 0
   const bin = SQUID_BINS.find((b) => Bun.file(b).size > 0)!;
-  const r = Bun.spawnSync(["htpasswd", "-bc", join(dir, "passwd"), user, password]);
-  if (r.exitCode !== 0) throw new Error(`htpasswd failed: ${r.stderr}`);
-  chmodSync(join(dir, "passwd"), 0o644);
+  if (opts.auth !== "ntlm") {
+    const r = Bun.spawnSync(["htpasswd", "-bc", join(dir, "passwd"), user, password]);
+    if (r.exitCode !== 0) throw new Error(`htpasswd failed: ${r.stderr}`);
+    chmodSync(join(dir, "passwd"), 0o644);
+  }
+  const auth =
+    opts.auth === "ntlm"
+      ? [`auth_param ntlm program ${NTLM_HELPER}`, `auth_param ntlm children 2`, `auth_param ntlm keep_alive on`]
+      : [`auth_param basic program ${AUTH_HELPER} ${dir}/passwd`, `auth_param basic children 2`, `auth_param basic realm agate-test`];
   writeFileSync(join(dir, "hosts"), Object.entries(hosts).map(([n, ip]) => `${ip} ${n}`).join("\n") + "\n");
   writeFileSync(
     join(dir, "squid.conf"),
@@ -40,9 +63,7 @@ export async function startSquid(hosts: Record<string, string>, user = "agent", 
       `cache_mem 8 MB`,
       `hosts_file ${dir}/hosts`,
       `dns_nameservers 127.0.0.1`,
-      `auth_param basic program ${AUTH_HELPER} ${dir}/passwd`,
-      `auth_param basic children 2`,
-      `auth_param basic realm agate-test`,
+      ...auth,
       `acl authed proxy_auth REQUIRED`,
       `http_access allow authed`,
       `http_access deny all`,

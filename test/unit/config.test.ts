@@ -77,7 +77,7 @@ describe("accepted values are normalised", () => {
   });
   test("an upstream proxy with credentials, and [hosts] mappings", () => {
     const c = parseConfig({ upstream_proxy: { host: "Proxy.Corp.", port: 8080, username: "u", password: "p" }, hosts: { "Origin.Test": "127.0.0.1", v6: "::1" } });
-    expect(c.upstream_proxy).toEqual({ host: "proxy.corp", port: 8080, username: "u", password: "p" });
+    expect(c.upstream_proxy).toEqual({ host: "proxy.corp", port: 8080, username: "u", password: "p", auth: "basic" });
     expect(c.hosts).toEqual({ "origin.test": "127.0.0.1", v6: "::1" });
   });
   test("port 0 means any free port (tests)", () => {
@@ -107,8 +107,8 @@ describe("merge and redact", () => {
 });
 
 describe("TLS towards agents", () => {
-  test.each(["1.0", "1.1"])("min_tls %s is refused with the reason, not pretended", (v) => {
-    expect(refusal({ cache: { min_tls: v } })).toContain(`cache.min_tls: ${v} cannot be offered: Bun's TLS stack (BoringSSL) refuses TLS 1.0 and 1.1`);
+  test.each(["1.0", "1.1", "1.2", "1.3"] as const)("min_tls %s is accepted: every version is offered (issue 11)", (v) => {
+    expect(parseConfig({ cache: { min_tls: v } }).cache.min_tls).toBe(v);
   });
   test("a common CA needs its certificate and key files", () => {
     expect(refusal({ tls: { ca: "common" } })).toContain("tls.ca_cert: the common CA needs its certificate file");

@@ -51,7 +51,9 @@ export type BypassReason =
   /** refused before the cache looked (policy, Host mismatch, malformed target): `reason` is the error code */
   | "refused"
   /** the fill kept ending without an answer: the request went straight to the origin */
-  | "retries";
+  | "retries"
+  /** the cache disk is full: passed through, stored nothing, until space returns (issue 12) */
+  | "no-space";
 
 /** Like pingora's `CachePhase` (STYLE §9): what the cache did for one request, for logs, counters and tests. */
 export type CachePhase = "hit" | "miss" | "stale" | "revalidated" | `bypass:${BypassReason}`;

@@ -184,8 +184,11 @@ export class BodyDecoder {
           i = nl + 1;
           const line = this.trailerLine;
           this.trailerLine = "";
-          if (line === "\r" || line === "") this.done = true;
-          else if (!line.endsWith("\r")) this.bad("trailer line must end with CRLF");
+          // RFC 9112 §7.1.2, §2.2: only CRLF ends the trailer section. A bare LF here must be refused, not
+          // taken as the end: a strict front end reads what follows as trailer lines, we would read it as the
+          // next request (request smuggling).
+          if (line === "\r") this.done = true;
+          else if (!line.endsWith("\r")) this.bad("trailer line must end with CRLF (a bare LF is refused: RFC 9112 §2.2)");
           break;
         }
       }

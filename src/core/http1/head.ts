@@ -316,3 +316,19 @@ export function getHeaderAll(h: Headers, name: string): string[] {
   }
   return out;
 }
+
+/**
+ * RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without a Host field, and to any request with more
+ * than one (two Host lines can name two origins: one for us, one for whoever reads the other). Also a list in one
+ * field ("a, b"). Called by the cache port's framing for every request it reads (CONNECT heads are layer 1's).
+ */
+export function checkHostField(head: RequestHead): void {
+  const hosts = getHeaderAll(head.headers, "host");
+  if (hosts.length > 1)
+    throw new ProxyError("PX_BAD_HOST", "client", `${hosts.length} Host fields in one request (RFC 9112 §3.2): send exactly one`);
+  if (hosts.length === 0) {
+    if (head.version === "1.1") throw new ProxyError("PX_BAD_HOST", "client", "HTTP/1.1 request without a Host field (RFC 9112 §3.2)");
+    return;
+  }
+  if (hosts[0]!.includes(",")) throw new ProxyError("PX_BAD_HOST", "client", `Host is a list: "${printable(hosts[0]!)}" (RFC 9112 §3.2)`);
+}
