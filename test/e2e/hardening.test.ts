@@ -56,9 +56,10 @@ const SMUGGLE = (port: number, abs: boolean) =>
   `POST ${abs ? `http://${HOST}:${port}` : ""}/x HTTP/1.1\r\nHost: ${HOST}${abs ? `:${port}` : ""}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\n` +
   `GET ${abs ? `http://${HOST}:${port}` : ""}/smuggled HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`;
 
-async function cacheGateway(ports: number[], proxy: Record<string, unknown> = {}, dir?: string): Promise<{ gw: Gateway; ca: string; [Symbol.asyncDispose]: () => Promise<void> }> {
+async function cacheGateway(ports: number[], proxy: Record<string, unknown> = {}, dir?: string, workers?: number): Promise<{ gw: Gateway; ca: string; [Symbol.asyncDispose]: () => Promise<void> }> {
   const gw = await startGateway(
     {
+      ...(workers ? { gateway: { workers } } : {}),
       cache: { enabled: true, port: 0, listen: "127.0.0.1" },
       tls: { upstream_ca: pki.caPath },
       destinations: { ports },
@@ -137,10 +138,14 @@ describe("defects 2 and 3: silent and slow clients", () => {
   test("a finished handshake is not cut by the handshake deadline: the agent may send its request later", async () => {
     const origin = startRawOrigin((s) => void s.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), true);
     try {
-      await using g = await cacheGateway([origin.port], { handshake_timeout_s: 1, head_timeout_s: 30 });
+      // One worker: its sweep judges both connections below.
+      await using g = await cacheGateway([origin.port], { handshake_timeout_s: 1, head_timeout_s: 30 }, undefined, 1);
       const t = await tlsThrough(g.gw.ports.cache!, g.ca, `${HOST}:${origin.port}`);
       const c = collect(t);
-      await Bun.sleep(2500); // the scenario: an agent that is slow after its handshake (past handshake_timeout_s)
+      // The agent stays quiet after its handshake. A control CONNECT opened after ours never starts TLS: once the
+      // sweep has cut it for its (later) handshake deadline, our deadline has passed in the same worker too.
+      const control = await openTunnel(g.gw.ports.cache!, `${HOST}:${origin.port}`);
+      expect(await control.closed).toBe(true);
       expect(c.closed()).toBe(false);
       t.write(`GET /later HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`);
       await waitFor(() => c.text().includes("\r\n\r\nok") || c.closed(), { what: "the answer" });
