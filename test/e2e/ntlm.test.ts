@@ -134,15 +134,19 @@ function startCheckingProxy(password: string) {
   return { port: server.port, seen, stop: () => server.stop(true) };
 }
 
+/** A gateway whose upstream proxy on 127.0.0.1:`port` is told to expect NTLM from Domain\User. */
+const ntlmGateway = (port: number) =>
+  startGateway({
+    destinations: { ports: [origin.port] },
+    hosts,
+    upstream_proxy: { host: "127.0.0.1", port, auth: "ntlm", username: "Domain\\User", password: PASSWORD },
+  });
+
 describe("NTLM refusals", () => {
   test("the checking proxy accepts the right password (so the wrong-password test below can fail)", async () => {
     const proxy = startCheckingProxy(PASSWORD);
     try {
-      await using gw = await startGateway({
-        destinations: { ports: [origin.port] },
-        hosts,
-        upstream_proxy: { host: "127.0.0.1", port: proxy.port, auth: "ntlm", username: "Domain\\User", password: PASSWORD },
-      });
+      await using gw = await ntlmGateway(proxy.port);
       const t = await openTunnel(gw.ports.proxy, `${HOST}:${origin.port}`);
       t.destroy();
       expect(t.head).toStartWith("HTTP/1.1 200 ");
@@ -155,11 +159,7 @@ describe("NTLM refusals", () => {
   test("a wrong password: 502 naming the user and the settings to check, the same in the log, never the password", async () => {
     const proxy = startCheckingProxy("the-real-one");
     try {
-      await using gw = await startGateway({
-        destinations: { ports: [origin.port] },
-        hosts,
-        upstream_proxy: { host: "127.0.0.1", port: proxy.port, auth: "ntlm", username: "Domain\\User", password: PASSWORD },
-      });
+      await using gw = await ntlmGateway(proxy.port);
       const raw = await rawExchange(gw.ports.proxy, `CONNECT ${HOST}:${origin.port} HTTP/1.1\r\n\r\n`);
       expect(raw).toStartWith("HTTP/1.1 502 ");
       expect(raw).toContain("407");
@@ -186,11 +186,7 @@ describe("NTLM refusals", () => {
       },
     });
     try {
-      await using gw = await startGateway({
-        destinations: { ports: [origin.port] },
-        hosts,
-        upstream_proxy: { host: "127.0.0.1", port: basicOnly.port, auth: "ntlm", username: "Domain\\User", password: PASSWORD },
-      });
+      await using gw = await ntlmGateway(basicOnly.port);
       const raw = await rawExchange(gw.ports.proxy, `CONNECT ${HOST}:${origin.port} HTTP/1.1\r\n\r\n`);
       expect(raw).toStartWith("HTTP/1.1 502 ");
       expect(raw).toContain("does not offer NTLM");
