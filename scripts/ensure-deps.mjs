@@ -24,7 +24,7 @@ if (!existsSync(join(root, "node_modules/.bin/bun")) || missingDeps.length) {
 }
 
 if (process.argv.includes("--peers")) {
-  const want = [["curl", "curl"], ["openssl", "openssl"], ["squid", "squid"], ["htpasswd", "apache2-utils"], ["haproxy", "haproxy"]];
+  const want = [["curl", "curl"], ["openssl", "openssl"], ["squid", "squid"], ["htpasswd", "apache2-utils"], ["haproxy", "haproxy"], ["wixl", "wixl"], ["msiinfo", "msitools"], ["age", "age"]];
   const missing = want.filter(([bin]) => !have(bin) && !existsSync(`/usr/sbin/${bin}`)).map(([, pkg]) => pkg);
   if (missing.length) {
     const sudo = process.getuid && process.getuid() === 0 ? "" : have("sudo") ? "sudo " : null;
