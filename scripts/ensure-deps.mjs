@@ -18,9 +18,17 @@ const wanted = [...Object.keys(pkg.dependencies ?? {}), ...Object.keys(pkg.devDe
 const missingDeps = wanted.filter((d) => !existsSync(join(root, "node_modules", d, "package.json")));
 if (!existsSync(join(root, "node_modules/.bin/bun")) || missingDeps.length) {
   console.error("[agate] installing npm dependencies (Bun runtime included)…");
-  // npm install, not npm ci: npm 11.19 writes lock files that its own `npm ci` rejects as out of sync
-  // (msgpackr-extract's optional platform packages); install still honours the lock's versions.
-  run("npm install --no-audit --no-fund");
+  // npm ci: installs exactly the lock and never writes it, so `npm start` / `npm test` leave a fresh clone clean
+  // (`npm install` rewrote package-lock.json with msgpackr-extract's optional platform packages, issue 10). Measured
+  // with npm 11.19.1: rm -rf /tmp/fr && git clone -q /work/main /tmp/fr && cd /tmp/fr && node scripts/ensure-deps.mjs
+  // && git status --short → prints nothing (about 11 s). Should npm refuse the lock as out of sync, install
+  // without touching package.json or the lock (its versions are exact in package.json).
+  try {
+    run("npm ci --no-audit --no-fund");
+  } catch {
+    console.error("[agate] npm ci refused package-lock.json; installing without writing it (--no-save --no-package-lock)");
+    run("npm install --no-audit --no-fund --no-save --no-package-lock");
+  }
 }
 
 if (process.argv.includes("--peers")) {

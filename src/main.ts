@@ -2,12 +2,15 @@
  * @module Entry point: `bun src/main.ts [--config FILE]` starts the gateway (embedded defaults without a file):
  * args → load and parse the config → `startSupervisor` → `startAdminServer(deps = the supervisor)`; signals.
  * This is the one place that knows both the supervisor and the admin plane (neither imports the other).
- * Signals: SIGHUP reloads the config file; SIGTERM/SIGINT drain and exit 0.
+ * Signals: SIGHUP reloads the config file (and the overlay); SIGTERM/SIGINT drain and exit 0. A config that cannot
+ * be used (a rule broken, a port in use or not permitted, a named file missing) exits 78 (EX_CONFIG) with the key.
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { DEFAULTS, type Config } from "./core/config";
-import { loadConfigFile, startSupervisor, type Supervisor } from "./supervisor/supervisor";
+import { startSupervisor, type Supervisor } from "./supervisor/supervisor";
+import { checkApplicable } from "./supervisor/preflight";
+import { loadLayered } from "./store/config-files";
 import { startAdminServer, type AdminServer } from "./admin/server";
 import { log } from "./log";
 import { VERSION } from "./version";
@@ -49,7 +52,7 @@ export async function startGateway(opts: { config: Config; configPath: string | 
 }
 
 function usage(): never {
-  console.error("usage: bun src/main.ts [--config FILE]");
+  console.error("usage: bun src/main.ts [--config FILE] [--version]");
   process.exit(2);
 }
 
@@ -60,14 +63,18 @@ async function main(args: string[]) {
     if (a === "--config" || a === "-c") configPath = args[++i] ?? usage();
     else if (a.startsWith("--config=")) configPath = a.slice("--config=".length);
     else if (a === "--help" || a === "-h") usage();
+    else if (a === "--version" || a === "-V") {
+      console.log(`agate ${VERSION}`);
+      process.exit(0);
+    }
     else {
       console.error(`unknown argument: ${a}`);
       usage();
     }
   }
 
-  // Without --config, a config saved by the admin API into the default data directory is used (it was written
-  // there because the gateway had started on the embedded defaults).
+  // Without --config, a config an earlier version's admin API saved into the default data directory is still read
+  // (changes made through the API now go to the overlay <data_dir>/agate.auto.toml instead).
   if (!configPath) {
     const saved = join(DEFAULTS.gateway.data_dir, "agate.toml");
     if (existsSync(saved)) configPath = saved;
@@ -75,7 +82,9 @@ async function main(args: string[]) {
 
   let config: Config;
   try {
-    config = configPath ? loadConfigFile(configPath) : DEFAULTS;
+    // the admin's file (or the defaults), the admin API's overlay <data_dir>/agate.auto.toml on top
+    config = loadLayered(configPath).config;
+    checkApplicable(config, null); // ports free and permitted, named files readable: refused now, not per request later
   } catch (e) {
     console.error(`agate: bad config: ${(e as Error).message}`);
     process.exit(78); // EX_CONFIG

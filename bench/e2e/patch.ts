@@ -839,7 +839,7 @@ async function main() {
       {
         gateway: { workers: opts.workers },
         cache: { enabled: true, port: 0, listen: "127.0.0.1" },
-        patch: { enabled: true, volume: vol, min_volume_bytes: 1, client_networks: ["127.0.0.0/8"], slice_bytes: opts.sliceMb * MIB },
+        patch: { enabled: true, volume: vol, min_volume_bytes: 1, allow_same_device: true, client_networks: ["127.0.0.0/8"], slice_bytes: opts.sliceMb * MIB },
         tls: { upstream_ca: pki.caPath },
         destinations: { ports: [ports.https, ports.http] },
         hosts: { [HOST]: "127.0.0.1" },

@@ -1,27 +1,32 @@
 /**
- * @module The management API: (req, deps, ctx, addr) → Response. `GET /healthz`, `/ca.pem`, `/ca.der` and the web
- * page's shell (`GET /`, which holds no data) are open; everything else needs the bearer token (constant-time
+ * @module The management API: (req, deps, ctx, addr) → Response. `GET /healthz`, the CA downloads
+ * (admin/ca-downloads.ts) and the web page's shell (`GET /`, which holds no data) are open; everything else needs the bearer token (constant-time
  * compare), and an address that keeps getting it wrong is answered 429 for a while. Refusals are 4xx JSON
  * `{ error, field }`, the field naming the config key, form field or parameter at fault. Every change (a method other
  * than GET/HEAD) is written to the audit log with who, what and when, refused or not.
  */
 import { allowedDomainWarnings } from "../core/domain-warnings";
 import { randomBytes } from "node:crypto";
-import { existsSync, readdirSync, rmSync, unlinkSync } from "node:fs";
-import { join } from "node:path";
-import { DEFAULTS, mergeConfig, parseConfig, redactConfig } from "../core/config";
+import { mergeConfig, redactConfig } from "../core/config";
 import { ConfigError, ProxyError, statusFor } from "../core/errors";
 import type { AdminDeps } from "./deps";
 import { VERSION } from "../version";
 import { readLogLinesNewestFirst } from "../store/log-store";
-import { patchDir } from "../store/cache/paths";
 import { DAY, HOUR } from "../store/stats-db";
 import { cacheCounters, ARCHIVE_TTL_MS, type AdminContext } from "./context";
-import { checkPatchVolume, commitConfig } from "./config-change";
+import { checkApiChange, checkPatchVolume, commitConfig, configSources } from "./config-change";
+import { upstreamGate, UpstreamUnusable, type UpstreamTest } from "./upstream-check";
+import { overlayPath } from "../store/config-files";
+import { resetPlan, runReset } from "./reset";
+import { durationMetrics } from "./metrics-durations";
+import { answerCaDownload } from "./ca-downloads";
+import { clearNextCa, nextCaView, publishNextCa } from "./ca-next";
 import { assignCertificate, deleteCertificate, editCertificate, isRefusal, listCertificates, uploadCertificate, type Refusal } from "./certificates";
-import { makeOneTimePassword, readResources, sealArchive, testConnectivity } from "./diagnostics";
+import { archiveAnswer, archiveName, diagTargetsOf, makeOneTimePassword, readResources, sealArchive, testConnectivity } from "./diagnostics";
 import { BodyTooLarge, MAX_JSON_BODY, MAX_UPLOAD_BODY, checkToken, decideDoor, readBodyLimited, tokenFingerprint } from "./guard";
 import { renderPage } from "./page";
+import { handleMaintenance, healthMetrics } from "./maintenance";
+import { handleCacheApi, isCachePath, metricsCacheStore } from "./cache-ops";
 import { log } from "../log";
 
 const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
@@ -90,6 +95,9 @@ function statusBody(deps: AdminDeps, ctx: AdminContext) {
     active_tunnels: h.active_tunnels,
     open_connections: h.open_connections,
     config_file: deps.configPath,
+    platform: h.platform,
+    maintenance: h.maintenance,
+    agent_ports: h.agent_ports,
   };
 }
 
@@ -103,10 +111,13 @@ function statsBody(deps: AdminDeps, ctx: AdminContext, range: string) {
   return {
     ...s,
     active_tunnels: s.totals.activeTunnels,
+    active_agents_24h: sum.active_agents_24h,
     total_agents_7d: sum.total_agents_7d,
     unique_ips_7d: sum.unique_ips_7d,
     bandwidth_savings_30d: sum.savings_30d,
     cache,
+    // issue 9: entries, bytes, capacity, evictions, hit ratio by host (`?.`: older AdminDeps test doubles lack it)
+    cache_store: deps.cacheUsage?.(false) ?? null,
     series: { range: RANGES[range] ? range : "1h", points: ctx.stats.series(now, r.span, r.points) },
   };
 }
@@ -174,61 +185,29 @@ function metricsText(deps: AdminDeps, ctx: AdminContext): string {
   metric("agate_up", "gauge", "1 while the gateway serves (0 when down or draining).", [[null, h.health === "Down" ? 0 : 1]]);
   metric("agate_health", "gauge", "Health state: 1 for the current one.", (["Normal", "Degraded", "Down"] as const).map((x) => [{ state: x }, h.health === x ? 1 : 0]));
   metric("agate_uptime_seconds", "gauge", "Seconds since the gateway started.", [[null, h.uptime_s]]);
-  metric("agate_workers", "gauge", "Worker threads alive and configured.", [[{ state: "alive" }, h.workers.alive], [{ state: "total" }, h.workers.total]]);
+  // two series, not state="alive"/"total" labels of one, which double-count when summed (issue 10)
+  metric("agate_workers_alive", "gauge", "Worker threads alive.", [[null, h.workers.alive]]);
+  metric("agate_workers_configured", "gauge", "Worker threads configured.", [[null, h.workers.total]]);
   metric("agate_active_tunnels", "gauge", "Tunnels open now.", [[null, s.totals.activeTunnels]]);
   metric("agate_open_connections", "gauge", "Client connections open now (both ports).", [[null, s.open_connections]]);
   metric("agate_tunnels_total", "counter", "Tunnels established since start.", [[null, s.totals.totalTunnels]]);
+  out.push(...durationMetrics(s.totals));
   metric("agate_tunnel_bytes_total", "counter", "Bytes through tunnels since start.", [[{ direction: "up" }, s.totals.bytesUp], [{ direction: "down" }, s.totals.bytesDown]]);
   metric("agate_refusals_total", "counter", "Requests refused, by reason.", Object.entries(s.totals.refusals).map(([k, v]) => [{ reason: k }, v]));
   metric("agate_errors_total", "counter", "Errors, by kind.", Object.entries(s.totals.errors).map(([k, v]) => [{ kind: k }, v]));
-  metric("agate_unique_client_ips_60m", "gauge", "Distinct client IPs on the proxy port in the last 60 minutes.", [[null, s.unique_ips_60m]]);
-  metric("agate_active_agents_60m", "gauge", "Distinct agents on the cache port in the last 60 minutes.", [[null, s.active_agents_60m]]);
-  metric("agate_total_agents_7d", "gauge", "Distinct agents on the cache port in the last 7 days.", [[null, sum.total_agents_7d]]);
+  // the same names as /api/stats; agents are clients served (a tunnel or a cache answer), never /healthz probes or refused clients
+  metric("agate_unique_ips_60m", "gauge", "Distinct client IPs served on the proxy port in the last 60 minutes.", [[null, s.unique_ips_60m]]);
+  metric("agate_active_agents_60m", "gauge", "Distinct agents served (a tunnel or a cache answer) in the last 60 minutes.", [[null, s.active_agents_60m]]);
+  metric("agate_active_agents_24h", "gauge", "Distinct agents served in the last 24 hours.", [[null, sum.active_agents_24h]]);
+  metric("agate_total_agents_7d", "gauge", "Distinct agents served in the last 7 days.", [[null, sum.total_agents_7d]]);
   metric("agate_cache_requests_total", "counter", "Cache lookups since start, by result.", [[{ result: "hit" }, cache.hits], [{ result: "miss" }, cache.misses]]);
   metric("agate_cache_bytes_total", "counter", "Cache bytes since start: served to agents, fetched from origins.", [[{ kind: "served" }, cache.served_bytes], [{ kind: "fetched" }, cache.fetched_bytes]]);
+  const store = deps.cacheUsage?.(false);
+  if (store) metricsCacheStore(store, metric);
   metric("agate_bandwidth_saved_bytes_30d", "gauge", "Bytes served from the cache minus bytes fetched for it, last 30 days.", [[null, sum.savings_30d.saved_bytes]]);
+  healthMetrics(h, metric);
   if (h.ca) metric("agate_ca_expiry_timestamp_seconds", "gauge", "When the active CA expires.", [[{ kind: h.ca.kind }, Math.floor(Date.parse(h.ca.not_after) / 1000)]]);
   return out.join("\n") + "\n";
-}
-
-async function reset(deps: AdminDeps, ctx: AdminContext) {
-  const cur = deps.config;
-  // Unconfigured = the embedded defaults; the data directory and the management port stay, so the admin who
-  // pressed the button can still reach the gateway, with the same token.
-  const next = parseConfig({ gateway: { data_dir: cur.gateway.data_dir, workers: cur.gateway.workers }, admin: { ...cur.admin } }, DEFAULTS);
-  const run = ctx.configLock.then(async () => {
-    await deps.apply(next); // cache mode off first: nothing uses the stores while they are removed
-    const removed: string[] = [];
-    if (deps.configPath && existsSync(deps.configPath)) {
-      unlinkSync(deps.configPath);
-      removed.push(deps.configPath);
-    }
-    ctx.closeStores();
-    const keep = new Set(["admin.token", "admin.url", "audit.log"]); // access, and the record of who reset
-    for (const name of readdirSync(deps.dataDir)) {
-      if (keep.has(name)) continue;
-      const p = join(deps.dataDir, name);
-      if (name === "logs") {
-        for (const f of readdirSync(p)) rmSync(join(p, f), { force: true, recursive: true });
-      } else rmSync(p, { recursive: true, force: true });
-      removed.push(p);
-    }
-    // Patch mode's store lives on its own volume, outside the data directory.
-    if (cur.patch.volume) {
-      const p = patchDir(cur);
-      if (existsSync(p)) {
-        rmSync(p, { recursive: true, force: true });
-        removed.push(p);
-      }
-    }
-    ctx.reopenStores();
-    ctx.logsSince = Date.now();
-    ctx.archives.clear();
-    await deps.apply(next); // a fresh appliance CA, pushed to the workers
-    return removed;
-  });
-  ctx.configLock = run.catch(() => undefined);
-  return run;
 }
 
 export async function handleApi(req: Request, deps: AdminDeps, ctx: AdminContext, addr = "unknown"): Promise<Response> {
@@ -243,16 +222,9 @@ export async function handleApi(req: Request, deps: AdminDeps, ctx: AdminContext
     return json(ok ? 200 : 503, { ...h, ports: { ...h.ports, admin: ctx.port } });
   }
 
-  if ((path === "/ca.pem" || path === "/ca.der") && read) {
-    const ca = deps.ca;
-    if (!ca) return apiError(404, "no CA: cache mode has not been configured");
-    if (path === "/ca.pem")
-      return new Response(ca.rootPem, { headers: { "content-type": "application/x-pem-file", "content-disposition": 'attachment; filename="agate-ca.pem"' } });
-    const b64 = ca.rootPem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, "");
-    return new Response(Buffer.from(b64, "base64"), {
-      headers: { "content-type": "application/x-x509-ca-cert", "content-disposition": 'attachment; filename="agate-ca.der"' },
-    });
-  }
+  // /ca.pem, /ca.der, /ca, /ca.msi, /ca-bundle.pem (and ?next=1): public, the same answers as the agent ports
+  const caDownload = answerCaDownload(req, url, deps);
+  if (caDownload) return caDownload;
 
   // The page holds no data: it asks for the token and calls the API with it.
   if ((path === "/" || path === "/index.html") && read)
@@ -293,12 +265,16 @@ export async function handleApi(req: Request, deps: AdminDeps, ctx: AdminContext
 function actionName(method: string, path: string): string {
   if (path === "/api/config") return "config.change";
   if (path === "/api/certificates") return "certificate.upload";
+  if (path === "/api/ca/next") return method === "DELETE" ? "ca.next.clear" : "ca.next.publish";
   if (/\/assign$/.test(path)) return "certificate.assign";
   if (path.startsWith("/api/certificates/")) return method === "DELETE" ? "certificate.delete" : "certificate.edit";
   if (path === "/api/reset") return "reset";
+  if (path === "/api/maintenance") return "maintenance";
   if (path === "/api/diagnostics") return "diagnostics.run";
   if (path === "/api/reload") return "config.reload";
   if (/^\/api\/workers\/\d+\/crash$/.test(path)) return "worker.crash";
+  if (path === "/api/cache/purge") return "cache.purge";
+  if (path === "/api/cache/prefill") return "cache.prefill";
   return `${method} ${path}`;
 }
 
@@ -307,6 +283,7 @@ async function route(req: Request, url: URL, deps: AdminDeps, ctx: AdminContext,
   const method = req.method;
   try {
     if (path === "/api/status") return method === "GET" ? json(200, statusBody(deps, ctx)) : notAllowed(method, path, "GET");
+    if (isCachePath(path)) return await handleCacheApi(req, path, deps, note);
     if (path === "/api/stats") return method === "GET" ? json(200, statsBody(deps, ctx, url.searchParams.get("range") ?? "1h")) : notAllowed(method, path, "GET");
     if (path === "/metrics") {
       if (method !== "GET") return notAllowed(method, path, "GET");
@@ -315,7 +292,8 @@ async function route(req: Request, url: URL, deps: AdminDeps, ctx: AdminContext,
 
     if (path === "/api/config") {
       if (method === "GET") {
-        return json(200, redactConfig(deps.config), { "x-agate-config-file": deps.configPath ?? "(none: embedded defaults)" });
+        if (url.searchParams.has("sources")) return json(200, configSources(deps)); // where each value comes from
+        return json(200, redactConfig(deps.config), { "x-agate-config-file": deps.configPath ?? "(none: embedded defaults)", "x-agate-config-overlay": overlayPath(deps.dataDir) });
       }
       if (method !== "PUT" && method !== "PATCH") return notAllowed(method, path, "GET, PUT");
       const partial = await readJson(req);
@@ -326,15 +304,18 @@ async function route(req: Request, url: URL, deps: AdminDeps, ctx: AdminContext,
       if (url.searchParams.has("dry_run")) {
         // The wizard's "Next": the same validation as a save, nothing applied or written.
         const next = mergeConfig(deps.config, partial);
+        checkApiChange(deps.config, next);
         checkPatchVolume(next);
         return json(200, { ok: true, dry_run: true, warnings: allowedDomainWarnings(next.cache.allowed_domains, next.platform.domains) });
       }
-      const r = await commitConfig(deps, ctx, (cur) => mergeConfig(cur, partial));
+      const up: { test: UpstreamTest | null } = { test: null }; // a new upstream proxy is tried first (upstream-check.ts)
+      const r = await commitConfig(deps, ctx, (cur) => mergeConfig(cur, partial), upstreamGate(url.searchParams.get("force") === "1", up));
       log("info", "config changed through the admin API", { file: r.file, keys: Object.keys(partial as object) });
       const warnings = allowedDomainWarnings(deps.config.cache.allowed_domains, deps.config.platform.domains);
-      return json(200, { ok: true, file: r.file, restart_required: r.restart_required, warnings, config: redactConfig(deps.config) });
+      return json(200, { ok: true, file: r.file, restart_required: r.restart_required, warnings, ...(up.test ? { upstream_test: up.test } : {}), config: redactConfig(deps.config) });
     }
 
+    if (path === "/api/maintenance") return handleMaintenance(req, deps, json, readJson, note);
     if (path === "/api/reload") {
       if (method !== "POST") return notAllowed(method, path, "POST");
       const r = await deps.reloadFromFile();
@@ -346,6 +327,27 @@ async function route(req: Request, url: URL, deps: AdminDeps, ctx: AdminContext,
       return deps.crashWorker(Number(crash[1])) ? json(202, { ok: true }) : apiError(404, `no worker ${crash[1]}`, "index");
     }
 
+    if (path === "/api/ca/next") {
+      // CA rollover (admin/ca-next.ts): publish the next CA before it is assigned; agents fetch /ca-bundle.pem
+      if (method === "GET") return json(200, { next: nextCaView(deps, ctx) });
+      if (method === "POST") {
+        const body = await readJson(req);
+        note({ change: body });
+        const r = await publishNextCa(deps, ctx, body);
+        if (isRefusal(r)) return fromRefusal(r);
+        note({ id: r.next.id, common_name: r.next.common_name, generated: r.generated });
+        log("info", "next CA published", { id: r.next.id, common_name: r.next.common_name, generated: r.generated });
+        return json(r.generated ? 201 : 200, r);
+      }
+      if (method === "DELETE") {
+        const r = await clearNextCa(deps, ctx);
+        if (isRefusal(r)) return fromRefusal(r);
+        note(r);
+        if (r.cleared) log("info", "next CA unpublished", { id: r.cleared });
+        return json(200, { ok: true, ...r });
+      }
+      return notAllowed(method, path, "GET, POST, DELETE");
+    }
     if (path === "/api/certificates") {
       if (method === "GET") return json(200, { certificates: listCertificates(deps, ctx) });
       if (method !== "POST") return notAllowed(method, path, "GET, POST");
@@ -430,13 +432,15 @@ async function route(req: Request, url: URL, deps: AdminDeps, ctx: AdminContext,
     if (path === "/api/diagnostics") {
       if (method !== "POST") return notAllowed(method, path, "POST");
       const c = deps.config;
-      const [connectivity] = await Promise.all([testConnectivity(c)]);
+      const targets = diagTargetsOf(await readJson(req), url.searchParams);
+      if (typeof targets === "string") return apiError(400, targets, "target");
+      const connectivity = await testConnectivity(c, targets);
       const resources = readResources(deps.health().workers.total);
       const password = makeOneTimePassword();
       const id = randomBytes(9).toString("base64url");
       const created = new Date();
       const logs = deps.recentLogs().slice(-2000);
-      const bytes = sealArchive(
+      const bytes = await sealArchive(
         {
           format: "agate-diagnostics/1",
           created: created.toISOString(),
@@ -450,23 +454,10 @@ async function route(req: Request, url: URL, deps: AdminDeps, ctx: AdminContext,
         },
         password,
       );
-      const name = `agate-diagnostics-${created.toISOString().replace(/[:.]/g, "-")}.agdiag`;
+      const name = archiveName(id);
       ctx.archives.set(id, { bytes, expires: Date.now() + ARCHIVE_TTL_MS, name });
-      note({ archive: id, bytes: bytes.byteLength, failed: connectivity.results.filter((r) => !r.ok).map((r) => `${r.via}:${r.host}`) });
-      return json(200, {
-        connectivity,
-        resources,
-        archive: {
-          id,
-          url: `/api/diagnostics/${id}/archive`,
-          name,
-          bytes: bytes.byteLength,
-          password,
-          expires: new Date(Date.now() + ARCHIVE_TTL_MS).toISOString(),
-          cipher: "AES-256-GCM, key = scrypt(password, salt, N=2^15, r=8, p=1); open with: agate diag open FILE --password PASSWORD",
-          note: "the password is shown only now, and the archive can be downloaded once",
-        },
-      });
+      note({ archive: id, bytes: bytes.byteLength, failed: connectivity.results.filter((r) => !r.ok).map((r) => `${r.host}:${r.port}:${r.ok ? "" : r.hop}`) });
+      return json(200, { connectivity, resources, archive: archiveAnswer(id, name, bytes.byteLength, password, Date.now() + ARCHIVE_TTL_MS) });
     }
     const arch = /^\/api\/diagnostics\/([A-Za-z0-9_-]{1,32})\/archive$/.exec(path);
     if (arch) {
@@ -480,20 +471,22 @@ async function route(req: Request, url: URL, deps: AdminDeps, ctx: AdminContext,
     }
 
     if (path === "/api/reset") {
-      if (method !== "POST") return notAllowed(method, path, "POST");
+      if (method === "GET") return json(200, resetPlan(deps)); // what a reset would do, for the confirmation
+      if (method !== "POST") return notAllowed(method, path, "GET, POST");
       const body = (await readJson(req)) as Record<string, unknown> | null;
       if (!body || typeof body !== "object" || body.confirm !== "RESET")
-        return apiError(400, 'reset removes the config, certificates, logs and stores: confirm with {"confirm": "RESET"}', "confirm");
-      const removed = await reset(deps, ctx);
+        return apiError(400, `reset: ${resetPlan(deps).will.join("; ")}. Confirm with {"confirm": "RESET"}`, "confirm", { plan: resetPlan(deps) });
+      const { removed, token } = await runReset(deps, ctx);
       note({ removed });
-      log("warn", "reset to the embedded defaults through the admin API", { removed: removed.length });
-      return json(200, { ok: true, removed, config: redactConfig(deps.config) });
+      log("warn", "reset through the admin API: back to the config file's values or the defaults", { removed: removed.length, config_file: deps.configPath });
+      return json(200, { ok: true, removed, kept: resetPlan(deps).keeps, config_file: deps.configPath, ...(token ? { token } : {}), config: redactConfig(deps.config) });
     }
 
     return apiError(404, `no such endpoint: ${method} ${path}`, "path");
   } catch (e) {
     if (e instanceof BodyTooLarge) return apiError(413, `the request body is larger than ${e.limit} bytes`, "body");
     if (e instanceof ConfigError) return apiError(400, e.message, e.key);
+    if (e instanceof UpstreamUnusable) return apiError(422, e.message, "upstream_proxy", { upstream_test: e.test });
     // A ProxyError that reaches the API (a CA that cannot be made or read, a store that is closed…) keeps its code,
     // and its status is statusFor's, as everywhere else; the API's own refusals (401, 404, 405, 413 …) are above.
     if (e instanceof ProxyError) {

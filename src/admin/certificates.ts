@@ -14,6 +14,7 @@ import type { AdminDeps } from "./deps";
 import type { CertRow } from "../store/cert-db";
 import type { AdminContext } from "./context";
 import { commitConfig } from "./config-change";
+import { clearNextIfAssigned, readRollover } from "../store/ca-rollover";
 
 export const EXPIRY_WARNING_DAYS = 30;
 export const MAX_LABEL = 100;
@@ -29,6 +30,8 @@ export type CertView = {
   source: "generated" | "config" | "upload";
   gateway: string;
   assigned: boolean;
+  /** published as the next CA of a rollover (`/ca.pem?next=1`, `/ca-bundle.pem`; /api/ca/next) */
+  next: boolean;
   common_name: string;
   description: string;
   subject: string;
@@ -84,6 +87,7 @@ export function listCertificates(deps: AdminDeps, ctx: AdminContext, now = Date.
       source: "generated",
       gateway,
       assigned: c.tls.ca === "appliance",
+      next: readRollover(deps.dataDir).next?.id === "appliance",
       common_name: app.cn,
       description: "generated for this gateway",
       subject: app.subject,
@@ -112,6 +116,7 @@ export function listCertificates(deps: AdminDeps, ctx: AdminContext, now = Date.
         source: "config",
         gateway,
         assigned: true,
+        next: false,
         common_name: d.cn,
         description: c.tls.ca === "common" ? "the common CA shared by several gateways (config file)" : "customer-signed chain named in the config file",
         subject: d.subject,
@@ -135,12 +140,16 @@ function uploadedView(deps: AdminDeps, ctx: AdminContext, r: CertRow, now: numbe
   const c = deps.config;
   const assigned = c.tls.ca === "customer" && same(ctx.certs.files(r.id).root, c.tls.ca_cert);
   const days = Math.floor((r.not_after - now) / DAY);
+  const ro = readRollover(deps.dataDir);
+  const next = ro.next?.id === r.id;
   return {
     id: r.id,
     role: "customer",
-    source: "upload",
+    // a next CA generated here (admin/ca-next.ts) is kept with the uploads, as a root with its key
+    source: ro.generated.includes(r.id) ? "generated" : "upload",
     gateway: c.gateway.name,
     assigned,
+    next,
     common_name: r.common_name,
     description: r.description,
     subject: r.subject,
@@ -152,7 +161,7 @@ function uploadedView(deps: AdminDeps, ctx: AdminContext, r: CertRow, now: numbe
     created: new Date(r.created).toISOString(),
     updated: new Date(r.updated).toISOString(),
     editable: true,
-    deletable: !assigned,
+    deletable: !assigned && !next,
   };
 }
 
@@ -256,6 +265,8 @@ export function deleteCertificate(deps: AdminDeps, ctx: AdminContext, id: string
   const c = deps.config;
   if (c.tls.ca === "customer" && same(ctx.certs.files(id).root, c.tls.ca_cert))
     return refuse(409, `certificate ${id} ("${row.common_name}") is assigned: assign another CA first`, "id");
+  if (readRollover(deps.dataDir).next?.id === id)
+    return refuse(409, `certificate ${id} ("${row.common_name}") is published as the next CA: unpublish it first (DELETE /api/ca/next)`, "id");
   ctx.certs.remove(id);
   return { id };
 }
@@ -274,6 +285,7 @@ export async function assignCertificate(deps: AdminDeps, ctx: AdminContext, id: 
     tls = { ca: "customer", ca_cert: f.root, ca_chain: f.chain, ca_key: f.key };
   }
   const r = await commitConfig(deps, ctx, (c) => mergeConfig(c, { tls }));
+  clearNextIfAssigned(deps.dataDir, id); // the next CA became current: a rollover is over
   const view = listCertificates(deps, ctx).find((v) => v.id === id)!;
   return { assigned: view, restart_required: r.restart_required };
 }

@@ -9,6 +9,33 @@ import type { CacheCounts } from "../core/cache-counts";
 import type { WorkerCounters } from "../workers/protocol";
 import type { CaPems } from "../store/ca-store";
 import type { ObjectReport } from "../store/cache/report";
+import type { AgentPort, HealthProblem, PortVerdict } from "../core/health";
+
+/** The platform link (supervisor/platform-link.ts): per host and overall, for /api/status, the dashboard, /metrics. */
+export type LinkStatus = "Connected" | "Not connected" | "Unknown";
+export type HostLink = {
+  host: string;
+  port: number;
+  status: LinkStatus;
+  /** ISO time of the last success (a probe or real traffic), null: never since start */
+  connected_on: string | null;
+  last_error: { hop: string; reason: string; status?: number; at: string } | null;
+  latency_ms: number | null;
+  via: "direct" | "upstream";
+};
+export type PlatformLinkReport = {
+  status: LinkStatus;
+  pod: string;
+  connected_on: string | null;
+  last_error: { host: string; hop: string; reason: string; at: string } | null;
+  probe_interval_s: number;
+  last_probe_at: string | null;
+  /** what the last round cost: wall time and the supervisor's CPU time (process.cpuUsage) */
+  last_round: { ms: number; cpu_ms: number; hosts: number } | null;
+  rounds: number;
+  hosts: HostLink[];
+};
+import type { CacheUsage, PrefillJob, PurgeResult, PurgeSelector } from "../core/cache-ops";
 
 /** The ports the workers listen on (the chosen ones when the config says 0). The admin plane adds its own. */
 export type ServicePorts = { proxy: number; cache: number };
@@ -18,6 +45,12 @@ export type HealthReport = {
   status: "ok" | "degraded" | "draining" | "down";
   health: "Normal" | "Degraded" | "Down";
   reasons: string[];
+  /** every reason as a value (core/health.ts), with its severity and the agent ports it affects */
+  problems: HealthProblem[];
+  /** what each agent port's own GET /healthz answers now */
+  agent_ports: Record<AgentPort, PortVerdict>;
+  platform: PlatformLinkReport;
+  maintenance: { on: boolean; since: string | null };
   workers: { alive: number; total: number };
   uptime_s: number;
   active_tunnels: number;
@@ -58,6 +91,20 @@ export type AdminDeps = {
   /** The config file changes when a gateway started on the defaults first saves its config. */
   setConfigPath(path: string): void;
   crashWorker(index: number): boolean;
+  /** Maintenance mode (issue 10): persisted in data_dir; health 503 everywhere, new connections refused. */
+  setMaintenance(on: boolean): { on: boolean; since: string | null };
+  /** The cache store's usage (GET /api/cache); `withObjects` false skips the largest / most served lists. */
+  cacheUsage(withObjects?: boolean): CacheUsage;
+  /** Remove what the selector names from the store(s); throws what the store throws (PX_STORE_*). */
+  purgeCache(sel: PurgeSelector): PurgeResult;
+  /** Start a prefill job on a live worker, or say why not (409 cache off, 503 no live worker). */
+  startPrefill(urls: string[]): { ok: true; job: PrefillJob } | { ok: false; status: 409 | 503; error: string };
+  /** Prefill jobs, newest first. */
+  prefillJobs(): PrefillJob[];
+  /** Reset: counters, windows and series start from zero (the workers' monotonic counters are offset). */
+  resetStats(): void;
+  /** Reset: a new generated admin token (file mode 0600), returned; null when the config file sets the token. */
+  resetToken(): string | null;
   /** Client IPs as the workers report them (every second), for the persisted 7-day series. */
   onClientIps(cb: (port: "proxy" | "cache", ips: string[], now: number) => void): void;
 };

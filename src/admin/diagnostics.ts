@@ -1,158 +1,105 @@
 /**
- * @module Diagnostics for the admin: a connectivity test to each platform host of the configured pod (directly and,
- * when one is configured, through the upstream proxy: TCP, then CONNECT, then a TLS handshake with the host's name),
- * the process's and each worker thread's resource use, and the encrypted diagnostics archive.
+ * @module Diagnostics for the admin: a connectivity check of each host the configured pod has (core/platform-hosts.ts)
+ * plus the targets the admin adds (`host:port`), each probed the way agents' traffic goes (workers/probe.ts: DNS with
+ * `[hosts]` → TCP → CONNECT through the upstream proxy with its authentication when one is set → TLS verified against
+ * the system roots plus `[tls] upstream_ca`); the process's and each worker thread's resource use; and the encrypted
+ * diagnostics archive.
  *
- * Archive format (version 1), opened with the one-time password shown once:
- *   "AGATEDIAG1" (10 bytes) · salt (16) · iv (12) · GCM tag (16) · AES-256-GCM(gzip(JSON))
- *   key = scrypt(password, salt, 32, { N: 2^15, r: 8, p: 1 })
- * `openArchive` (and `agate diag open FILE --password P`) reverses it.
+ * Archive: the age format (age-encryption.org/v1) in passphrase mode (an scrypt recipient stanza), made with the
+ * `age-encryption` package by age's author, so standard tools open it: `age -d -o agate-diag-ID.json.gz FILE` asks
+ * for the one-time password (Debian's /usr/bin/age 1.x; test/e2e/diagnostics.test.ts drives it through a pty).
+ * Its content is what it was before the age format: gzip of one JSON document (redacted config, status, stats,
+ * connectivity, resources, certificates, recent log lines); `agate diag open FILE --password P` opens it too.
  */
-import { createCipheriv, createDecipheriv, randomBytes, scryptSync } from "node:crypto";
-import { lookup } from "node:dns/promises";
 import { readdirSync, readFileSync } from "node:fs";
-import net from "node:net";
-import tls from "node:tls";
+import { randomBytes } from "node:crypto";
 import { gunzipSync, gzipSync } from "node:zlib";
+import { Decrypter, Encrypter } from "age-encryption";
 import type { Config } from "../core/config";
+import { isIPv4, isIPv6 } from "../core/config";
+import { platformPort, podHosts } from "../core/platform-hosts";
+import { probeHost, type ProbeResult } from "../workers/probe";
 
-/** DESIGN: platform hosts are `{qagpublic,camspublic,camspm,camsrepo,cask}.<pod>`. */
-export const PLATFORM_HOST_PREFIXES = ["qagpublic", "camspublic", "camspm", "camsrepo", "cask"] as const;
-export const CONNECT_TIMEOUT_MS = 5000;
-const MAGIC = Buffer.from("AGATEDIAG1");
-const SCRYPT = { N: 1 << 15, r: 8, p: 1, maxmem: 64 * 1024 * 1024 };
+/** At most this many extra targets per run: each is one more probe from the appliance. */
+export const MAX_DIAG_TARGETS = 8;
+/**
+ * age's scrypt work factor (log2 N). age-encryption runs scrypt synchronously in JS, so sealing blocks the admin's
+ * thread: on this 2-core machine, shared and loaded (load average 13), a cold 200 kB seal took 7.4 s at age's default
+ * 18 and 2.1 s at 15; with less load, 1.8 s at 18 (`Encrypter().setScryptWorkFactor(n); await encrypt(…)` timed with
+ * performance.now() in a bun script; scrypt's cost is linear in N, so 15 is 8× less work). The one-time password carries
+ * about 200 bits, so brute force is out of reach at any work factor, and 15 is what the older AGATEDIAG1 container
+ * used. Debian's age 1.1.1 opens it (it refuses only factors above 22; test/e2e/diagnostics.test.ts).
+ */
+export const ARCHIVE_SCRYPT_LOG_N = 15;
 
-export type ProbeResult = {
-  host: string;
+export type DiagTarget = { host: string; port: number };
+/** One check: a probe result, and whether it was one of the pod's hosts or a target the admin added. */
+export type DiagCheck = ProbeResult & { check: "platform" | "target" };
+export type Connectivity = {
+  pod: string;
   port: number;
-  via: "direct" | "upstream_proxy";
+  /** the pod's hosts probed (only those the pod has) */
+  hosts: string[];
+  via: "direct" | "upstream";
+  /** `host:port` of the upstream proxy, when one is set */
+  upstream_proxy: string | null;
+  results: DiagCheck[];
+  /** every check passed */
   ok: boolean;
-  ms: number;
-  address?: string;
-  tls_version?: string;
-  error?: string;
+  failed: number;
 };
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string, onTimeout: () => void): Promise<T> {
-  let t: ReturnType<typeof setTimeout>;
-  return Promise.race([
-    p,
-    new Promise<T>((_, rej) => {
-      t = setTimeout(() => {
-        onTimeout();
-        rej(new Error(`${what}: no answer within ${ms} ms`));
-      }, ms);
-    }),
-  ]).finally(() => clearTimeout(t));
+/**
+ * `host:port`, `[v6]:port` → a target, or the reason it is not one. The host is a DNS name or an IP literal; the
+ * port is required (the admin names exactly what to test).
+ */
+export function parseDiagTarget(s: string): DiagTarget | string {
+  const t = s.trim();
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\s\/\[\]]+)):(\d{1,5})$/.exec(t);
+  if (!m) return `expected host:port (e.g. qagpublic.qg1.apps.qualys.com:443 or [2001:db8::1]:443), got ${JSON.stringify(t.slice(0, 80))}`;
+  const host = (m[1] ?? m[2]!).toLowerCase().replace(/\.$/, "");
+  const port = Number(m[3]);
+  if (!(port >= 1 && port <= 65535)) return `port must be 1–65535, got ${m[3]}`;
+  if (m[1] !== undefined ? !isIPv6(host) : !isIPv4(host) && !/^(?=.{1,253}$)([a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?\.)*[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?$/.test(host))
+    return `not a host name or IP address: ${JSON.stringify(host.slice(0, 80))}`;
+  return { host, port };
 }
 
-function tcpConnect(host: string, port: number): Promise<net.Socket> {
-  return new Promise((res, rej) => {
-    const s = net.connect({ host, port });
-    s.once("connect", () => res(s));
-    s.once("error", (e) => rej(new Error(`TCP connect to ${host}:${port}: ${(e as Error).message}`)));
-  });
-}
-
-function tlsHandshake(socket: net.Socket, servername: string, ca: string[]): Promise<tls.TLSSocket> {
-  return new Promise((res, rej) => {
-    const t = tls.connect({ socket, servername, ca, rejectUnauthorized: false, ALPNProtocols: ["http/1.1"] });
-    t.once("secureConnect", () => {
-      if (!t.authorized) {
-        t.destroy();
-        return rej(new Error(`TLS: the certificate of ${servername} is not trusted (${String(t.authorizationError)})`));
-      }
-      res(t);
-    });
-    t.once("error", (e) => rej(new Error(`TLS handshake with ${servername}: ${(e as Error).message}`)));
-  });
-}
-
-/** CONNECT through the upstream proxy with the host name (never a resolved IP), Basic auth when configured. */
-function proxyConnect(sock: net.Socket, host: string, port: number, up: NonNullable<Config["upstream_proxy"]>): Promise<void> {
-  return new Promise((res, rej) => {
-    const auth = up.username ? `Proxy-Authorization: Basic ${Buffer.from(`${up.username}:${up.password ?? ""}`).toString("base64")}\r\n` : "";
-    sock.write(`CONNECT ${host}:${port} HTTP/1.1\r\nHost: ${host}:${port}\r\n${auth}\r\n`);
-    let buf = "";
-    const onData = (d: Buffer) => {
-      buf += d.toString("latin1");
-      const end = buf.indexOf("\r\n\r\n");
-      if (end < 0) {
-        if (buf.length > 16384) rej(new Error("upstream proxy: answer head too large"));
-        return;
-      }
-      sock.off("data", onData);
-      const status = /^HTTP\/1\.[01] (\d{3})[^\r\n]*/.exec(buf);
-      if (!status) return rej(new Error(`upstream proxy: not an HTTP answer: ${JSON.stringify(buf.slice(0, 40))}`));
-      if (status[1] !== "200") return rej(new Error(`upstream proxy answered: ${status[0].slice(9)}`));
-      res();
-    };
-    sock.on("data", onData);
-    sock.once("close", () => rej(new Error("upstream proxy closed the connection")));
-  });
-}
-
-async function probe(c: Config, host: string, port: number, via: ProbeResult["via"], ca: string[]): Promise<ProbeResult> {
-  const t0 = performance.now();
-  let sock: net.Socket | null = null;
-  let tsock: tls.TLSSocket | null = null;
-  const r: ProbeResult = { host, port, via, ok: false, ms: 0 };
-  try {
-    await withTimeout(
-      (async () => {
-        if (via === "upstream_proxy") {
-          const up = c.upstream_proxy!;
-          sock = await tcpConnect(up.host, up.port);
-          r.address = `${up.host}:${up.port}`;
-          await proxyConnect(sock, host, port, up);
-        } else {
-          const mapped = c.hosts[host];
-          const addr =
-            mapped ??
-            (await lookup(host).then(
-              (a) => a.address,
-              (e: NodeJS.ErrnoException) => {
-                throw new Error(`DNS: ${host} does not resolve (${e.code ?? e.message}); map it in [hosts] or fix the resolver`);
-              },
-            ));
-          r.address = addr;
-          sock = await tcpConnect(addr, port);
-        }
-        tsock = await tlsHandshake(sock, host, ca);
-        r.tls_version = tsock.getProtocol() ?? undefined;
-      })(),
-      CONNECT_TIMEOUT_MS,
-      `${host}:${port}`,
-      () => {
-        (sock as net.Socket | null)?.destroy();
-      },
-    );
-    r.ok = true;
-  } catch (e) {
-    r.error = (e as Error).message;
-  } finally {
-    (tsock as tls.TLSSocket | null)?.destroy();
-    (sock as net.Socket | null)?.destroy();
-    r.ms = Math.round(performance.now() - t0);
-  }
-  return r;
-}
-
-/** Each platform host of the pod, directly and through the upstream proxy when one is set; all in parallel. */
-export async function testConnectivity(c: Config): Promise<{ pod: string; port: number; results: ProbeResult[] }> {
-  const port = c.destinations.ports.includes(443) ? 443 : c.destinations.ports[0]!;
-  const ca = [...tls.rootCertificates];
-  if (c.tls.upstream_ca) {
-    try {
-      ca.push(readFileSync(c.tls.upstream_ca, "utf8"));
-    } catch {
-      // the probe then reports an untrusted certificate
+/** Targets from the API's body (`target` string or `targets` list) and query (`?target=`, repeatable), checked. */
+export function parseDiagTargets(values: unknown[]): DiagTarget[] | string {
+  const out: DiagTarget[] = [];
+  for (const v of values) {
+    if (typeof v !== "string") return `target: expected a "host:port" string, got ${JSON.stringify(v)?.slice(0, 80)}`;
+    for (const part of v.split(",").filter((x) => x.trim())) {
+      const t = parseDiagTarget(part);
+      if (typeof t === "string") return `target: ${t}`;
+      if (!out.some((o) => o.host === t.host && o.port === t.port)) out.push(t);
     }
   }
-  const hosts = PLATFORM_HOST_PREFIXES.map((p) => `${p}.${c.platform.pod}`);
-  const jobs: Promise<ProbeResult>[] = hosts.map((h) => probe(c, h, port, "direct", ca));
-  if (c.upstream_proxy) jobs.push(...hosts.map((h) => probe(c, h, port, "upstream_proxy", ca)));
-  return { pod: c.platform.pod, port, results: await Promise.all(jobs) };
+  if (out.length > MAX_DIAG_TARGETS) return `target: at most ${MAX_DIAG_TARGETS} targets per run, got ${out.length}`;
+  return out;
+}
+
+/** The pod's hosts (only those it has) and the admin's targets, each probed once, all in parallel. */
+export async function testConnectivity(c: Config, targets: DiagTarget[] = [], opts: { timeoutMs?: number } = {}): Promise<Connectivity> {
+  const platform = podHosts(c);
+  const jobs = [
+    ...platform.map((h) => probeHost(c, h.host, h.port, opts).then((r): DiagCheck => ({ ...r, check: "platform" }))),
+    ...targets.map((t) => probeHost(c, t.host, t.port, opts).then((r): DiagCheck => ({ ...r, check: "target" }))),
+  ];
+  const results = await Promise.all(jobs);
+  const up = c.upstream_proxy;
+  const failed = results.filter((r) => !r.ok).length;
+  return {
+    pod: c.platform.pod,
+    port: platformPort(c),
+    hosts: platform.map((h) => h.host),
+    via: up ? "upstream" : "direct",
+    upstream_proxy: up ? `${up.host}:${up.port}` : null,
+    results,
+    ok: failed === 0,
+    failed,
+  };
 }
 
 export type ThreadUse = { tid: number; name: string; cpu_s: number };
@@ -210,30 +157,66 @@ export function makeOneTimePassword(): string {
   return s.match(/.{4}/g)!.join("-");
 }
 
-export function sealArchive(content: unknown, password: string): Uint8Array {
-  const salt = randomBytes(16);
-  const iv = randomBytes(12);
-  const key = scryptSync(password, salt, 32, SCRYPT);
-  const c = createCipheriv("aes-256-gcm", key, iv);
-  const body = Buffer.concat([c.update(gzipSync(JSON.stringify(content))), c.final()]);
-  return Buffer.concat([MAGIC, salt, iv, c.getAuthTag(), body]);
+/** The archive's file name: `agate-diag-<id>.age` (age's own extension; the content is gzip'd JSON). */
+export function archiveName(id: string): string {
+  return `agate-diag-${id}.age`;
 }
 
-export function openArchive(bytes: Uint8Array, password: string): unknown {
-  const b = Buffer.from(bytes);
-  if (b.length < MAGIC.length + 44 || !b.subarray(0, MAGIC.length).equals(MAGIC)) throw new Error("not an agate diagnostics archive");
-  let o = MAGIC.length;
-  const salt = b.subarray(o, (o += 16));
-  const iv = b.subarray(o, (o += 12));
-  const tag = b.subarray(o, (o += 16));
-  const key = scryptSync(password.trim(), salt, 32, SCRYPT);
-  const d = createDecipheriv("aes-256-gcm", key, iv);
-  d.setAuthTag(tag);
-  let plain: Buffer;
+/** The exact command that opens the archive with Debian's (or any) age; it asks for the one-time password. */
+export function openCommand(file: string): string {
+  const out = file.replace(/\.age$/, "") + ".json.gz";
+  const q = (x: string) => (/^[\w./@%+=:,-]+$/.test(x) ? x : `'${x.replace(/'/g, "'\\''")}'`);
+  return `age -d -o ${q(out)} ${q(file)} && gunzip ${q(out)}`;
+}
+
+/** gzip(JSON) sealed in the age format with a passphrase (scrypt recipient), ready to download. */
+export async function sealArchive(content: unknown, password: string): Promise<Uint8Array> {
+  const e = new Encrypter();
+  e.setPassphrase(password);
+  e.setScryptWorkFactor(ARCHIVE_SCRYPT_LOG_N);
+  return e.encrypt(new Uint8Array(gzipSync(JSON.stringify(content))));
+}
+
+/** The reverse of sealArchive (also what `agate diag open` runs). */
+export async function openArchive(bytes: Uint8Array, password: string): Promise<unknown> {
+  const head = new TextDecoder().decode(bytes.subarray(0, 22));
+  if (head !== "age-encryption.org/v1\n") throw new Error("not an age file (a diagnostics archive starts with age-encryption.org/v1)");
+  const d = new Decrypter();
+  d.addPassphrase(password.trim());
+  let plain: Uint8Array;
   try {
-    plain = Buffer.concat([d.update(b.subarray(o)), d.final()]);
-  } catch {
-    throw new Error("wrong password, or the archive is damaged");
+    plain = await d.decrypt(bytes);
+  } catch (e) {
+    throw new Error(`wrong password, or the archive is damaged (${(e as Error).message})`);
   }
   return JSON.parse(gunzipSync(plain).toString("utf8"));
+}
+
+/** The admin's extra targets from a POST /api/diagnostics: body `target` (string) or `targets` (list), and `?target=`. */
+export function diagTargetsOf(body: unknown, query: URLSearchParams): DiagTarget[] | string {
+  const values: unknown[] = [...query.getAll("target")];
+  if (body && typeof body === "object" && !Array.isArray(body)) {
+    const b = body as Record<string, unknown>;
+    if (b.target !== undefined && b.target !== null && b.target !== "") values.push(b.target);
+    if (b.targets !== undefined) {
+      if (!Array.isArray(b.targets)) return `targets: expected a list of "host:port" strings`;
+      values.push(...b.targets);
+    }
+  }
+  return parseDiagTargets(values);
+}
+
+/** What the API answers about the archive: where to fetch it once, the one-time password and the command that opens it. */
+export function archiveAnswer(id: string, name: string, bytes: number, password: string, expires: number) {
+  return {
+    id,
+    url: `/api/diagnostics/${id}/archive`,
+    name,
+    bytes,
+    password,
+    expires: new Date(expires).toISOString(),
+    format: "age (age-encryption.org/v1, passphrase/scrypt); content: gzip'd JSON",
+    open_command: openCommand(name),
+    note: "the password is shown only now, and the archive can be downloaded once; age asks for the password",
+  };
 }

@@ -7,6 +7,8 @@
  * the field), logs (search, paging) and diagnostics (connectivity, resources, the encrypted archive, reset).
  */
 import { MAX_ALLOWED_DOMAINS, OFFERED_TLS_VERSIONS, RESERVED_PORTS } from "../core/config";
+import { CACHE_SCRIPT, CACHE_SECTION, CACHE_TAB } from "./page-cache";
+import { HEALTH_CARD, HEALTH_SCRIPT, UNREACHABLE_BANNER } from "./page-health";
 
 const CSS = `
 *{box-sizing:border-box}body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#f4f6f8;color:#1d2733}
@@ -82,7 +84,7 @@ async function login(ev) {
 function start() {
   $("#login").classList.add("hidden"); $("#app").classList.remove("hidden");
   show(tab);
-  clearInterval(timer); timer = setInterval(() => { if (tab === "appliance") refreshAppliance().catch(() => {}); }, 2000);
+  clearInterval(timer); timer = setInterval(() => { if (tab === "appliance") refreshAppliance().catch(onRefreshFail); if (tab === "cache") refreshCache().catch(() => {}); }, 2000);
 }
 
 function show(t) {
@@ -93,6 +95,7 @@ function show(t) {
   if (t === "certs") refreshCerts().catch(showErr);
   if (t === "config") startWizard().catch(showErr);
   if (t === "logs") refreshLogs().catch(showErr);
+  if (t === "cache") refreshCache().catch(showErr);
 }
 function showErr(e) { if (e.message !== "unauthorized") $("#toast").textContent = e.message; }
 
@@ -101,6 +104,7 @@ const set = (id, v) => { const el = document.getElementById(id); if (el) el.text
 async function refreshAppliance() {
   const [st, s] = await Promise.all([api("/api/status"), api("/api/stats?range=" + range)]);
   $("#gw-name").textContent = st.name + " " + st.version;
+  onReach(); renderLink(st); // page-health.ts
   const hb = $("#health"); hb.textContent = st.health; hb.className = "badge " + st.health;
   $("#reasons").innerHTML = st.reasons.map((r) => "<div>" + esc(r) + "</div>").join("") || '<span class="muted">no problems</span>';
   set("uptime", Math.floor(st.uptime_s / 3600) + " h " + Math.floor((st.uptime_s % 3600) / 60) + " min");
@@ -117,6 +121,7 @@ async function refreshAppliance() {
   set("c-unique-ips", fmtNum(s.unique_ips_60m));
   set("c-active-agents", fmtNum(s.active_agents_60m));
   set("c-total-agents", fmtNum(s.total_agents_7d));
+  set("c-agents-24h", fmtNum(s.active_agents_24h));
   set("c-saved", fmtBytes(s.bandwidth_savings_30d.saved_bytes));
   set("c-saved-detail", fmtBytes(s.bandwidth_savings_30d.served_bytes) + " served from cache, " + fmtBytes(s.bandwidth_savings_30d.fetched_bytes) + " fetched");
   set("c-hits", fmtNum(s.cache.hits) + " / " + fmtNum(s.cache.misses));
@@ -157,9 +162,9 @@ async function refreshCerts() {
   $("#cert-warn").innerHTML = warn.map((c) => '<div class="warnbox">&#9888; ' + esc(c.expiry_warning) + "</div>").join("");
   $("#cert-rows").innerHTML = certificates.map((c) =>
     '<tr data-id="' + esc(c.id) + '"' + (c.expiry_warning ? ' class="warn"' : "") + "><td>" + esc(c.common_name) + '<div class="muted">' + esc(c.subject) + "</div></td><td>" + esc(c.description) +
-    "</td><td>" + esc(c.role) + (c.assigned ? ' <span class="badge Normal">assigned</span>' : "") + '<div class="muted">' + esc(c.gateway) + "</div></td><td>" + fmtDate(c.not_before) + "</td><td>" + fmtDate(c.not_after) +
+    "</td><td>" + esc(c.role) + (c.assigned ? ' <span class="badge Normal">assigned</span>' : "") + (c.next ? ' <span class="badge Degraded" title="published as the next CA: agents get it in /ca-bundle.pem">next</span>' : "") + '<div class="muted">' + esc(c.gateway) + "</div></td><td>" + fmtDate(c.not_before) + "</td><td>" + fmtDate(c.not_after) +
     '<div class="muted">' + (c.expires_in_days < 0 ? "expired" : c.expires_in_days + " days left") + "</div></td><td>" + fmtDate(c.created) + "</td><td>" + fmtDate(c.updated) + "</td><td>" +
-    (c.editable ? '<button class="sec" data-act="edit">Edit</button> ' : "") + (!c.assigned ? '<button class="sec" data-act="assign">Assign</button> ' : "") +
+    (c.editable ? '<button class="sec" data-act="edit">Edit</button> ' : "") + (!c.assigned ? '<button class="sec" data-act="assign">Assign</button> ' : "") + (!c.assigned && !c.next ? '<button class="sec" data-act="next">Publish as next</button> ' : "") + (c.next ? '<button class="sec" data-act="unnext">Unpublish next</button> ' : "") +
     (c.deletable ? '<button class="dan" data-act="delete">Delete</button>' : "") + '<div class="err"></div></td></tr>').join("");
 }
 
@@ -168,6 +173,8 @@ async function certAction(ev) {
   const tr = b.closest("tr"), id = tr.dataset.id, err = tr.querySelector(".err"); err.textContent = "";
   try {
     if (b.dataset.act === "delete") { if (!confirm("Delete this certificate?")) return; await api("/api/certificates/" + id, { method: "DELETE" }); }
+    if (b.dataset.act === "next") await api("/api/ca/next", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ id }) });
+    if (b.dataset.act === "unnext") await api("/api/ca/next", { method: "DELETE" });
     if (b.dataset.act === "assign") { if (!confirm("Make this the CA that signs agents' certificates? Agents must trust it.")) return; await api("/api/certificates/" + id + "/assign", { method: "POST" }); }
     if (b.dataset.act === "edit") {
       const cn = prompt("Common name (at most 100 characters)", tr.children[0].firstChild.textContent); if (cn === null) return;
@@ -220,17 +227,20 @@ function step(n) {
   $("#w-cache-port").disabled = !$("#w-cache-enabled").checked;
 }
 function domains() { return $("#w-domains").value.split(/[\\s,]+/).map((d) => d.trim()).filter(Boolean); }
+// An emptied field is sent as null (refused with the key), never Number("") = 0, "any free port" (issue 10).
+function portField(id) { const v = $(id).value.trim(); return v === "" ? null : Number(v); }
 function partialFor(upTo) {
-  const p = { proxy: { port: Number($("#w-proxy-port").value) } };
+  const p = { proxy: { port: portField("#w-proxy-port") } };
   if (upTo >= 2) {
-    p.cache = { enabled: $("#w-cache-enabled").checked, port: Number($("#w-cache-port").value), allowed_domains: domains() };
+    p.cache = { enabled: $("#w-cache-enabled").checked, port: portField("#w-cache-port"), allowed_domains: domains() };
     p.patch = { enabled: $("#w-patch-enabled").checked };
   }
   if (upTo >= 3) p.cache.min_tls = $("#w-min-tls").value;
   return p;
 }
 function clearFieldErrors() {
-  for (const el of document.querySelectorAll("#wizard [data-field-err]")) el.textContent = "";
+  // every error shown, the general one and the last "saved" too: a successful save leaves no stale message
+  for (const el of document.querySelectorAll("#wizard [data-field-err], #w-general-err, #w-done")) el.textContent = "";
   for (const el of document.querySelectorAll("#wizard .bad")) el.classList.remove("bad");
 }
 function fieldError(field, msg) {
@@ -265,13 +275,16 @@ async function refreshLogs() {
 
 // ---- diagnostics -------------------------------------------------------------------------------------------
 async function runDiag() {
-  $("#diag-out").innerHTML = '<p class="muted">Testing each platform host (up to 5 s each)…</p>';
-  const r = await api("/api/diagnostics", { method: "POST" });
-  const rows = r.connectivity.results.map((x) => "<tr><td>" + esc(x.host) + ":" + x.port + "</td><td>" + esc(x.via) + "</td><td class='" + (x.ok ? "ok" : "err") + "'>" + (x.ok ? "OK " + esc(x.tls_version || "") : esc(x.error)) + "</td><td>" + x.ms + " ms</td></tr>").join("");
+  $("#diag-out").innerHTML = '<p class="muted">Testing each host of the pod (up to 5 s)…</p>';
+  const target = $("#diag-target").value.trim();
+  const r = await api("/api/diagnostics", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(target ? { target } : {}) });
+  const c = r.connectivity;
+  const rows = c.results.map((x) => "<tr><td>" + esc(x.host) + ":" + x.port + "</td><td>" + esc(x.check) + "</td><td class='" + (x.ok ? "ok" : "err") + "'>" + (x.ok ? "OK " + esc(x.tlsVersion || "") : esc(x.hop + (x.status ? " " + x.status : "")) + ": " + esc(x.reason)) + "</td><td>" + x.ms + " ms</td></tr>").join("");
   const w = r.resources.workers.map((x) => "<tr><td>worker " + x.index + "</td><td>" + (x.cpu_s ?? "?") + " s CPU</td></tr>").join("");
-  $("#diag-out").innerHTML = "<h3>Connectivity (pod " + esc(r.connectivity.pod) + ")</h3><table><tr><th>host</th><th>via</th><th>result</th><th>time</th></tr>" + rows + "</table>" +
+  $("#diag-out").innerHTML = "<h3>Connectivity (pod " + esc(c.pod) + ", " + (c.via === "upstream" ? "through upstream proxy " + esc(c.upstream_proxy) : "direct") + "): <span class='" + (c.ok ? "ok'>all checks passed" : "err'>" + c.failed + " failed") + "</span></h3><table><tr><th>host</th><th>check</th><th>result</th><th>time</th></tr>" + rows + "</table>" +
     "<h3>Resources</h3><p>process: " + fmtBytes(r.resources.process.rss_bytes) + " RSS, " + r.resources.process.cpu_user_s.toFixed(1) + " s user CPU</p><table>" + w + "</table>" +
     "<h3>Archive</h3><p>One-time password (shown only now): <span class='secret' id='diag-pass'>" + esc(r.archive.password) + "</span></p>" +
+    "<p>Open it with (age asks for the password): <code id='diag-cmd'>" + esc(r.archive.open_command) + "</code></p>" +
     "<p><button class='sec' id='diag-dl' data-url='" + esc(r.archive.url) + "' data-name='" + esc(r.archive.name) + "'>Download the encrypted archive (" + fmtBytes(r.archive.bytes) + ", once)</button></p>";
 }
 async function download(ev) {
@@ -282,8 +295,15 @@ async function download(ev) {
   b.disabled = true;
 }
 async function doReset() {
-  const c = prompt("This removes the configuration, certificates, logs and stores. Type RESET to confirm."); if (c === null) return;
-  try { await api("/api/reset", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ confirm: c }) }); $("#reset-msg").textContent = "Reset done: the gateway runs on the embedded defaults."; }
+  // The confirmation says what will happen (GET /api/reset: a new CA every agent must install, the ports after it…).
+  let plan = null; try { plan = await api("/api/reset"); } catch (e) { if (e.message === "unauthorized") return; }
+  const will = plan ? plan.will.map((w) => "- " + w).join("\\n") : "The changes made here, certificates, logs, stats and stores are removed.";
+  const c = prompt("Reset will:\\n" + will + "\\n\\nType RESET to confirm."); if (c === null) return;
+  try {
+    const r = await api("/api/reset", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ confirm: c }) });
+    if (r.token) { token = r.token; sessionStorage.setItem("agate.token", r.token); } // the new admin token
+    $("#reset-msg").textContent = "Reset done: the gateway runs on " + (r.config_file ? "the values in " + r.config_file + " (kept)" : "the embedded defaults") + ".";
+  }
   catch (e) { $("#reset-msg").textContent = e.message; }
 }
 
@@ -293,6 +313,12 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const b of document.querySelectorAll("nav button")) b.addEventListener("click", () => show(b.dataset.tab));
   for (const b of document.querySelectorAll("[data-range]")) b.addEventListener("click", () => { range = b.dataset.range; refreshAppliance().catch(showErr); });
   $("#cert-rows").addEventListener("click", certAction);
+  $("#next-gen").addEventListener("click", async () => {
+    $("#next-msg").textContent = "";
+    if (!confirm("Generate a new appliance CA and publish it as the next CA? Agents can then fetch /ca-bundle.pem (current + next) before you assign it.")) return;
+    try { const r = await api("/api/ca/next", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ generate: true }) }); $("#next-msg").textContent = "Published \\u201c" + r.next.common_name + "\\u201d as the next CA."; await refreshCerts(); }
+    catch (e) { $("#next-msg").textContent = e.message; }
+  });
   $("#upload-form").addEventListener("submit", upload);
   $("#w-next").addEventListener("click", next);
   $("#w-back").addEventListener("click", () => { clearFieldErrors(); step(wstep - 1); });
@@ -304,9 +330,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#diag-run").addEventListener("click", () => runDiag().catch((e) => { $("#diag-out").textContent = e.message; }));
   $("#diag-out").addEventListener("click", download);
   $("#reset").addEventListener("click", doReset);
+  wireCache();
   if (token) start(); else $("#token").focus();
 });
-`;
+${CACHE_SCRIPT}${HEALTH_SCRIPT}`;
 
 const BODY = `
 <div id="login" class="card">
@@ -319,28 +346,31 @@ const BODY = `
 </div>
 <div id="app" class="hidden">
 <header><h1>agate</h1><span id="gw-name" class="muted" style="color:#cfe0f2"></span><span class="sp"></span><span id="health" class="badge">…</span><button id="logout">Sign out</button></header>
-<nav><button data-tab="appliance">Appliance</button><button data-tab="certs">Certificates</button><button data-tab="config">Configuration</button><button data-tab="logs">Logs</button><button data-tab="diag">Diagnostics</button></nav>
+<nav><button data-tab="appliance">Appliance</button>${CACHE_TAB}<button data-tab="certs">Certificates</button><button data-tab="config">Configuration</button><button data-tab="logs">Logs</button><button data-tab="diag">Diagnostics</button></nav>
 <main>
-<div id="toast" class="err"></div>
+<div id="toast" class="err"></div>${UNREACHABLE_BANNER}
 <section data-tab="appliance">
   <div class="grid">
     <div class="card"><h3>Health</h3><div id="reasons"></div><div class="kv" style="margin-top:8px"><b>uptime</b><span id="uptime"></span><b>workers</b><span id="workers"></span></div></div>
+${HEALTH_CARD}
     <div class="card"><h3>Ports</h3><div class="kv"><b>proxy</b><span id="p-proxy"></span><b>cache</b><span id="p-cache"></span><b>management</b><span id="p-admin"></span></div></div>
     <div class="card"><h3>Modes</h3><div class="kv"><b>proxy</b><span id="m-proxy"></span><b>cache</b><span id="m-cache"></span><b>patch</b><span id="m-patch"></span></div></div>
     <div class="card"><h3>TLS</h3><div id="min-tls"></div><div id="ca-kind" class="muted"></div><div id="ca-exp" class="muted"></div><div class="muted"><a href="/ca.pem">CA (PEM)</a> · <a href="/ca.der">CA (DER)</a></div></div>
     <div class="card"><h3>Active tunnels</h3><div class="big" id="c-active-tunnels">0</div><div class="muted">total since start: <span id="c-total-tunnels">0</span></div></div>
     <div class="card"><h3>Unique IPs (60 min)</h3><div class="big" id="c-unique-ips">0</div><div class="muted">clients on the proxy port</div></div>
-    <div class="card"><h3>Active agents (60 min)</h3><div class="big" id="c-active-agents">0</div><div class="muted">total agents over 7 days: <span id="c-total-agents">0</span></div></div>
+    <div class="card"><h3>Active agents (60 min)</h3><div class="big" id="c-active-agents">0</div><div class="muted">24 hours: <span id="c-agents-24h">0</span> · total agents over 7 days: <span id="c-total-agents">0</span></div></div>
     <div class="card"><h3>Bandwidth saved (30 days)</h3><div class="big" id="c-saved">0 B</div><div class="muted" id="c-saved-detail"></div></div>
     <div class="card"><h3>Cache hits / misses</h3><div class="big" id="c-hits">0 / 0</div><div class="muted">tunnel bytes: <span id="c-bytes"></span></div></div>
     <div class="card"><h3>Refused</h3><div class="big" id="c-refusals">0</div><div class="muted">requests refused by policy or limits</div></div>
   </div>
   <div class="card" style="margin-top:14px"><div class="row" style="justify-content:space-between"><h3 style="flex:0 0 auto">Connections over time</h3><span style="flex:0 0 auto"><button class="sec" data-range="1h">1 h</button> <button class="sec" data-range="24h">24 h</button> <button class="sec" data-range="7d">7 days</button></span></div><div id="graph"></div></div>
-</section>
+</section>${CACHE_SECTION}
 <section data-tab="certs" class="hidden">
   <div id="cert-warn"></div>
   <div class="card"><h3>Certificate authorities</h3>
-  <table><thead><tr><th>common name</th><th>description</th><th>role</th><th>valid from</th><th>valid until</th><th>created</th><th>updated</th><th></th></tr></thead><tbody id="cert-rows"></tbody></table></div>
+  <table><thead><tr><th>common name</th><th>description</th><th>role</th><th>valid from</th><th>valid until</th><th>created</th><th>updated</th><th></th></tr></thead><tbody id="cert-rows"></tbody></table>
+  <p class="muted">Rollover: publish the next CA before assigning it; agents fetch <code>/ca-bundle.pem</code> (current + next) or <code>/ca.pem?next=1</code> from the proxy, cache or this port, so they trust both before the switch. Assigning the next CA makes it current.</p>
+  <button class="sec" id="next-gen">Generate a new appliance CA as next</button> <span id="next-msg" class="err"></span></div>
   <div class="card" style="margin-top:14px"><h3>Upload a customer-signed chain</h3>
   <form id="upload-form">
     <div class="row"><div><label for="u-cn">Common name (≤ 100)</label><input id="u-cn" name="common_name" type="text" maxlength="100"><div class="err" data-err="common_name"></div></div>
@@ -356,16 +386,16 @@ const BODY = `
 <section data-tab="config" class="hidden">
   <div class="card" id="wizard">
   <div class="steps"><span data-step="1">1 · Proxy port</span><span data-step="2">2 · Modes</span><span data-step="3">3 · TLS</span></div>
-  <div class="wstep" data-step="1"><label for="w-proxy-port">Proxy port</label><input id="w-proxy-port" data-field="proxy.port" type="number" min="0" max="65535">
+  <div class="wstep" data-step="1"><label for="w-proxy-port">Proxy port</label><input id="w-proxy-port" data-field="proxy.port" type="number" min="1" max="65535" required>
     <div class="err" data-field-err="proxy.port"></div><p class="muted">1–65535, not ${[...RESERVED_PORTS].join(", ")}; agents use it as their HTTPS proxy.</p></div>
   <div class="wstep hidden" data-step="2">
     <label><input id="w-cache-enabled" data-field="cache.enabled" type="checkbox"> Cache mode (terminate agents' TLS and serve artifacts from the local cache)</label><div class="err" data-field-err="cache.enabled"></div>
-    <label for="w-cache-port">Cache port</label><input id="w-cache-port" data-field="cache.port" type="number" min="0" max="65535"><div class="err" data-field-err="cache.port"></div>
+    <label for="w-cache-port">Cache port</label><input id="w-cache-port" data-field="cache.port" type="number" min="1" max="65535" required><div class="err" data-field-err="cache.port"></div>
     <label for="w-domains">Allowed domains (at most ${MAX_ALLOWED_DOMAINS}, one per line, bare domains like microsoft.com)</label><textarea id="w-domains" data-field="cache.allowed_domains" rows="4"></textarea><div class="err" data-field-err="cache.allowed_domains"></div>
     <label><input id="w-patch-enabled" data-field="patch.enabled" type="checkbox"> Patch mode (needs cache mode, the patch volume and the agents' networks in the config file)</label><div class="err" data-field-err="patch.enabled"></div><div class="err" data-field-err="patch.volume"></div><div class="err" data-field-err="patch.client_networks"></div>
   </div>
   <div class="wstep hidden" data-step="3"><label for="w-min-tls">Minimum TLS version for agents</label>
-    <select id="w-min-tls" data-field="cache.min_tls"><option>1.0</option><option>1.1</option><option>1.2</option><option>1.3</option></select><div class="err" data-field-err="cache.min_tls"></div></div>
+    <select id="w-min-tls" data-field="cache.min_tls">${OFFERED_TLS_VERSIONS.map((v) => `<option>${v}</option>`).join("")}</select><div class="err" data-field-err="cache.min_tls"></div></div>
   <div class="err" id="w-general-err"></div>
   <p><button class="sec" id="w-back">Back</button> <button class="pri" id="w-next">Next</button> <button class="pri hidden" id="w-save">Save and apply</button></p>
   <div class="ok" id="w-done"></div></div>
@@ -376,9 +406,10 @@ const BODY = `
   <p><button class="sec" id="log-newer">Newer</button> <button class="sec" id="log-older">Older</button></p></div>
 </section>
 <section data-tab="diag" class="hidden"><div class="card"><h3>Diagnostics</h3>
-  <p>Tests each platform host of the configured pod (and through the upstream proxy when one is set), reports resource use, and makes an encrypted archive for support.</p>
+  <p>Tests each host the configured pod has (through the upstream proxy when one is set, as agents' traffic goes), reports resource use, and makes an encrypted archive (age format) for support.</p>
+  <p><label>Also test (optional) <input id="diag-target" placeholder="host:port, e.g. qagpublic.qg2.apps.qualys.com:443" size="44"></label></p>
   <button class="pri" id="diag-run">Run diagnostics</button><div id="diag-out" style="margin-top:12px"></div></div>
-  <div class="card" style="margin-top:14px"><h3>Reset</h3><p>Back to unconfigured: the configuration, certificates, logs and stores are removed.</p><button class="dan" id="reset">Reset the appliance…</button> <span id="reset-msg"></span></div>
+  <div class="card" style="margin-top:14px"><h3>Reset</h3><p>Back to unconfigured: the changes made here, certificates, logs, stats and stores are removed; the --config file is kept.</p><button class="dan" id="reset">Reset the appliance…</button> <span id="reset-msg"></span></div>
 </section>
 </main></div>`;
 

@@ -8,7 +8,10 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { parseConfig, type Config } from "../core/config";
-import { openArchive } from "../admin/diagnostics";
+import { VERSION } from "../version";
+import { EX_CONFIG, checkConfigFile } from "./config-check";
+import { openArchive, openCommand } from "../admin/diagnostics";
+import { CACHE_USAGE, cacheCommand } from "./cache";
 
 const USAGE = `usage: agate [--url URL] [--token TOKEN] [--config FILE | --data-dir DIR] [--json] [--insecure] COMMAND
 
@@ -16,18 +19,27 @@ commands:
   status                          health, ports, modes, TLS, CA expiry
   stats [--range 1h|24h|7d]       counters, agents, savings, connections over time
   config get [KEY]                the running config (secrets hidden), or one key (e.g. cache.port)
-  config set KEY=VALUE...         change keys, e.g. proxy.port=1081 cache.allowed_domains=microsoft.com,adobe.com
+  config set KEY=VALUE... [--force]  change keys, e.g. proxy.port=1081 cache.allowed_domains=microsoft.com,adobe.com
+                                  (saved to data_dir/agate.auto.toml; --force saves an upstream proxy that fails its test)
+  config check FILE               validate a config file offline (key and rule, line:column); exit 0 or 78
+  reload                          re-read the config file and the overlay (like SIGHUP)
   certs list                      CAs: appliance, common, uploaded chains (role, validity, expiry warning)
   certs upload --root F [--intermediate F] --key F [--cn NAME] [--description TEXT]
   certs edit ID [--cn NAME] [--description TEXT]
   certs delete ID
   certs assign ID                 make it the CA that signs agents' certificates ("appliance" to go back)
   logs [--q TEXT] [--id ID] [--limit N] [--offset N]
-  diag [--out FILE]               connectivity test, resources, encrypted archive (password shown once)
-  diag open FILE --password P     decrypt an archive locally (prints JSON)
-  reset --yes                     back to unconfigured: config, certificates, logs and stores removed
+  diag [--target HOST:PORT[,…]] [--out FILE]
+                                  connectivity test of the pod's hosts (+ targets), resources, encrypted age archive
+                                  (password shown once); exits 1 when a check fails, 0 when all pass
+  diag open FILE --password P     decrypt an archive locally (prints JSON; or: age -d FILE, see diag's output)
+  reset [--yes]                   back to unconfigured (the --config file is kept); without --yes, says what it would do
   token                           print the admin token (from the config or the data directory)
-  metrics                         the Prometheus metrics`;
+  maintenance on|off              refuse new connections with 503 (health 503 on every port), or serve again;
+                                  established tunnels and downloads continue; kept across restarts
+  metrics                         the Prometheus metrics
+${CACHE_USAGE}
+  --version                       the version of this command`;
 
 class Usage extends Error {}
 class Refused extends Error {}
@@ -60,6 +72,8 @@ function parseArgs(argv: string[]): Opts {
     else if (name === "--insecure") o.insecure = true;
     else if (name === "--yes" || name === "-y") o.flags.yes = true;
     else if (name === "--help" || name === "-h") o.flags.help = true;
+    else if (name === "--version" || name === "-V") o.flags.version = true;
+    else if (name === "--force") o.flags.force = true;
     else if (name.startsWith("--")) o.flags[name.slice(2)] = value();
     else o.rest.push(a);
   }
@@ -91,7 +105,9 @@ function resolveTarget(o: Opts): Target {
       url = `${c.admin.tls ? "https" : "http"}://${host}:${c.admin.port}`;
     }
   }
-  url = o.url ?? url ?? readTrim(join(dataDir, "admin.url")) ?? "http://127.0.0.1:8443";
+  // The running gateway's management port (written into data_dir at its start) before the one a file names: the
+  // file may hold a change not applied yet (issue 10).
+  url = o.url ?? readTrim(join(dataDir, "admin.url")) ?? url ?? "http://127.0.0.1:8443";
   token = o.token ?? token ?? readTrim(join(dataDir, "admin.token"));
   return { url, token, ca: readTrim(join(dataDir, "ca", "appliance.pem")), dataDir };
 }
@@ -164,11 +180,28 @@ async function status(t: Target, o: Opts) {
       ["min TLS", s.min_tls],
       ["allowed domains", s.allowed_domains.join(", ") || "(none)"],
       ["upstream proxy", s.upstream_proxy ?? "(none)"],
+      ...(s.platform ? [["QAG status", linkLine(s.platform)], ...s.platform.hosts.map((h: any) => [`  ${h.host}`, linkLine(h)])] : []),
+      ...(s.maintenance?.on ? [["maintenance", `on since ${s.maintenance.since ?? "(unknown)"}: new connections refused`]] : []),
       ["CA", s.ca ? `${s.ca.kind}: ${s.ca.common_name}, expires ${day(s.ca.not_after)} (${s.ca.expires_in_days} days)` : "(none)"],
       ["active tunnels", s.active_tunnels],
       ["config file", s.config_file ?? "(none: embedded defaults)"],
     ]),
   );
+}
+
+/** "Connected, connected on …, 12 ms" or "Not connected (tcp: …)": the platform link, overall or per host. */
+function linkLine(l: any): string {
+  const on = l.connected_on ? `, connected on ${l.connected_on}` : "";
+  const err = l.status !== "Connected" && l.last_error ? ` (${l.last_error.hop}: ${l.last_error.reason})` : "";
+  const ms = l.latency_ms != null ? `, ${l.latency_ms} ms` : "";
+  return `${l.status}${on}${ms}${err}`;
+}
+
+async function maintenance(t: Target, o: Opts) {
+  const arg = o.rest[1];
+  if (arg !== "on" && arg !== "off") throw new Usage("maintenance needs on or off: agate maintenance on|off");
+  const r = await call(t, o, "/api/maintenance", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ on: arg === "on" }) });
+  print(o.json ? r : r.on ? `maintenance on since ${r.since}: ${r.effect}` : "maintenance off: serving again");
 }
 
 async function stats(t: Target, o: Opts) {
@@ -268,13 +301,15 @@ async function config(t: Target, o: Opts) {
     if (!pairs.length) throw new Usage("config set needs KEY=VALUE arguments, e.g. agate config set proxy.port=1081");
     const current = await call(t, o, "/api/config");
     const partial = partialFromAssignments(current, pairs);
-    const r = await call(t, o, "/api/config", { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify(partial) });
+    const q = o.flags.force ? "?force=1" : "";
+    const r = await call(t, o, `/api/config${q}`, { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify(partial) });
     if (o.json) return print(r);
     print(`saved to ${r.file} and applied (open tunnels are untouched)`);
+    if (r.upstream_test) print(r.upstream_test.ok ? `upstream proxy ${r.upstream_test.via}: reaches ${r.upstream_test.host}` : `WARNING: upstream proxy ${r.upstream_test.via} does not reach ${r.upstream_test.host} (${r.upstream_test.hop}: ${r.upstream_test.reason})`);
     if (r.restart_required.length) print(`takes effect at the next start: ${r.restart_required.join(", ")}`);
     return;
   }
-  throw new Usage("config get [KEY] | config set KEY=VALUE...");
+  throw new Usage("config get [KEY] | config set KEY=VALUE... | config check FILE");
 }
 
 async function certs(t: Target, o: Opts) {
@@ -343,43 +378,59 @@ async function logs(t: Target, o: Opts) {
   if (r.more) print(`… more: --offset ${r.offset + r.items.length}`);
 }
 
-async function diag(t: Target, o: Opts) {
+async function diag(t: Target, o: Opts): Promise<number> {
   if (o.rest[1] === "open") {
     const file = o.rest[2];
     const pw = o.flags.password;
     if (!file || typeof pw !== "string") throw new Usage("diag open FILE --password PASSWORD");
     let content: unknown;
     try {
-      content = openArchive(readFileSync(file), pw);
+      content = await openArchive(readFileSync(file), pw);
     } catch (e) {
       throw new Refused((e as Error).message);
     }
     const out = typeof o.flags.out === "string" ? o.flags.out : null;
     if (out) {
       writeFileSync(out, JSON.stringify(content, null, 2) + "\n", { mode: 0o600 });
-      return print(`decrypted into ${out}`);
+      return print(`decrypted into ${out}`), 0;
     }
-    return print(content);
+    return print(content), 0;
   }
-  const r = await call(t, o, "/api/diagnostics", { method: "POST" });
+  const target = typeof o.flags.target === "string" ? o.flags.target : undefined;
+  const r = await call(t, o, "/api/diagnostics", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(target ? { target } : {}) });
   const bin: Uint8Array = await call(t, o, r.archive.url);
   const out = typeof o.flags.out === "string" ? o.flags.out : r.archive.name;
   writeFileSync(out, bin, { mode: 0o600 });
-  if (o.json) return print({ ...r, archive: { ...r.archive, saved_to: resolve(out) } });
-  print(`connectivity (pod ${r.connectivity.pod}, port ${r.connectivity.port}):`);
-  print(table(r.connectivity.results.map((x: any) => [x.host, x.via, x.ok ? `ok ${x.tls_version ?? ""}` : "FAIL", `${x.ms} ms`, x.error ?? ""]), ["host", "via", "result", "time", "problem"]));
+  const code = r.connectivity.ok ? 0 : 1; // a failed check is a failed diag (issue 10), for scripts and monitoring
+  if (o.json) return print({ ...r, archive: { ...r.archive, saved_to: resolve(out), open_command: openCommand(out) } }), code;
+  const c = r.connectivity;
+  print(`connectivity (pod ${c.pod}, ${c.via === "upstream" ? `through upstream proxy ${c.upstream_proxy}` : "direct"}): ${c.ok ? "all checks passed" : `${c.failed} of ${c.results.length} checks FAILED`}`);
+  print(table(c.results.map((x: any) => [`${x.host}:${x.port}`, x.check, x.ok ? `ok ${x.tlsVersion ?? ""}` : `FAIL (${x.hop}${x.status ? ` ${x.status}` : ""})`, `${x.ms} ms`, x.reason ?? ""]), ["host", "check", "result", "time", "problem"]));
   const p = r.resources.process;
   print(`\nresources: process RSS ${bytes(p.rss_bytes)}, CPU ${p.cpu_user_s.toFixed(1)} s user + ${p.cpu_system_s.toFixed(1)} s system`);
   print(table(r.resources.workers.map((w: any) => [`worker ${w.index}`, w.cpu_s === null ? "?" : `${w.cpu_s} s CPU`])));
-  print(`\narchive: ${resolve(out)} (${bytes(bin.byteLength)}, AES-256-GCM)`);
+  print(`\narchive: ${resolve(out)} (${bytes(bin.byteLength)}, age format, passphrase)`);
   print(`one-time password (shown only now): ${r.archive.password}`);
-  print(`open it with: agate diag open ${out} --password ${r.archive.password}`);
+  print(`open it with: ${openCommand(out)}   (age asks for the password)`);
+  print(`         or: agate diag open ${out} --password ${r.archive.password}`);
+  return code;
 }
 
 async function reset(t: Target, o: Opts) {
-  if (!o.flags.yes) throw new Usage("reset removes the config, certificates, logs and stores; run: agate reset --yes");
+  if (!o.flags.yes) {
+    const plan = t.token ? await call(t, o, "/api/reset").catch(() => null) : null;
+    const will = plan ? `reset will:\n${plan.will.map((w: string) => `  - ${w}`).join("\n")}\n` : "reset removes what the gateway made (overlay, CAs, certificates, logs, stats, stores); the --config file is kept\n";
+    throw new Usage(`${will}run: agate reset --yes`);
+  }
   const r = await call(t, o, "/api/reset", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ confirm: "RESET" }) });
-  print(o.json ? r : `reset: ${r.removed.length} items removed; the gateway runs on the embedded defaults`);
+  if (o.json) return print(r);
+  print(`reset: ${r.removed.length} items removed; the gateway runs on ${r.config_file ? `the values in ${r.config_file} (kept)` : "the embedded defaults"}`);
+  if (r.token) print(`a new admin token was made: ${join(t.dataDir, "admin.token")} (agate token prints it)`);
+}
+
+async function reload(t: Target, o: Opts) {
+  const r = await call(t, o, "/api/reload", { method: "POST" });
+  print(o.json ? r : "reloaded: the config file and the overlay are applied (open tunnels are untouched)");
 }
 
 function token(t: Target) {
@@ -398,6 +449,18 @@ export async function main(argv: string[]): Promise<number> {
   let o: Opts;
   try {
     o = parseArgs(argv);
+    if (o.flags.version) {
+      print(`agate ${VERSION}`);
+      return 0;
+    }
+    if (o.rest[0] === "config" && o.rest[1] === "check") {
+      // offline: no gateway, no token
+      const file = o.rest[2];
+      if (!file) throw new Usage("config check FILE");
+      const r = checkConfigFile(file);
+      for (const l of r.lines) (r.ok ? print : (x: string) => console.error(`agate: ${x}`))(l);
+      return r.ok ? 0 : EX_CONFIG;
+    }
     if (o.flags.help || !o.rest.length) {
       console.log(USAGE);
       return o.rest.length || o.flags.help ? 0 : 2;
@@ -422,13 +485,30 @@ export async function main(argv: string[]): Promise<number> {
         break;
       case "diag":
       case "diagnostics":
-        await diag(t, o);
-        break;
+        return await diag(t, o);
       case "reset":
         await reset(t, o);
         break;
+      case "reload":
+        await reload(t, o);
+        break;
       case "token":
         token(t);
+        break;
+      case "maintenance":
+        await maintenance(t, o);
+        break;
+      case "cache":
+        await cacheCommand(o.rest.slice(1), {
+          call: (path, init) => call(t, o, path, init),
+          print,
+          table,
+          bytes,
+          json: o.json,
+          flags: o.flags,
+          usage: (m) => new Usage(m),
+          refused: (m) => new Refused(m),
+        });
         break;
       case "metrics":
         print(await call(t, o, "/metrics"));

@@ -85,11 +85,18 @@ export type Config = {
     /** 0 = 40% of the machine's RAM, resolved by the store */
     max_bytes: number;
     rules: ArtifactRule[];
+    /** RFC 5861 stale-if-error for platform objects whose origin sends no stale-if-error of its own (0 = off) */
+    stale_if_error_s: number;
   };
   patch: {
     enabled: boolean;
     volume: string | null;
     min_volume_bytes: number;
+    /**
+     * false (default): the volume must be another device than data_dir (st_dev differs), the "second disk" of
+     * DESIGN "Cache". true is for tests and single-disk labs: the patch store then competes with data_dir for space.
+     */
+    allow_same_device: boolean;
     client_networks: string[];
     agent_user_agents: string[];
     slice_bytes: number;
@@ -97,7 +104,8 @@ export type Config = {
   upstream_proxy: UpstreamProxy | null;
   hosts: Record<string, string>;
   destinations: { ports: number[] };
-  platform: { domains: string[]; pod: string };
+  /** probe_interval_s: how often the platform link probes the pod's hosts (supervisor/platform-link.ts) */
+  platform: { domains: string[]; pod: string; probe_interval_s: number };
   tls: {
     upstream_ca: string | null;
     /** which CA issues the leaves agents see in cache and patch modes */
@@ -109,7 +117,8 @@ export type Config = {
     /** common / customer: the issuing certificate's private key (PEM, no passphrase) */
     ca_key: string | null;
   };
-  admin: { port: number; listen: string; tls: boolean; token: string | null };
+  /** agent_check_port: HAProxy agent-check (supervisor/agent-check.ts), null = off */
+  admin: { port: number; listen: string; tls: boolean; token: string | null; agent_check_port: number | null };
 };
 
 export const DEFAULTS: Config = {
@@ -132,11 +141,13 @@ export const DEFAULTS: Config = {
     allowed_domains: [],
     max_bytes: 0,
     rules: [],
+    stale_if_error_s: 86_400,
   },
   patch: {
     enabled: false,
     volume: null,
     min_volume_bytes: 250 * 1000 ** 3,
+    allow_same_device: false,
     client_networks: [],
     agent_user_agents: [],
     slice_bytes: 4 * 1024 * 1024,
@@ -144,9 +155,9 @@ export const DEFAULTS: Config = {
   upstream_proxy: null,
   hosts: {},
   destinations: { ports: [443] },
-  platform: { domains: [...PLATFORM_DOMAINS], pod: "qg1.apps.qualys.com" },
+  platform: { domains: [...PLATFORM_DOMAINS], pod: "qg1.apps.qualys.com", probe_interval_s: 60 },
   tls: { upstream_ca: null, ca: "appliance", ca_cert: null, ca_chain: null, ca_key: null },
-  admin: { port: 8443, listen: "127.0.0.1", tls: false, token: null },
+  admin: { port: 8443, listen: "127.0.0.1", tls: false, token: null, agent_check_port: null },
 };
 
 type Raw = Record<string, unknown>;
@@ -266,13 +277,13 @@ function strList(key: string, v: unknown, max: number): string[] {
 const KNOWN: Record<string, readonly string[]> = {
   gateway: ["name", "data_dir", "workers", "drain_grace_s", "log_cap_bytes"],
   proxy: ["port", "listen", "max_connections", "idle_timeout_s", "head_timeout_s", "handshake_timeout_s", "connect_timeout_s", "max_head_bytes"],
-  cache: ["enabled", "port", "listen", "min_tls", "allowed_domains", "max_bytes", "rules"],
-  patch: ["enabled", "volume", "min_volume_bytes", "client_networks", "agent_user_agents", "slice_bytes"],
+  cache: ["enabled", "port", "listen", "min_tls", "allowed_domains", "max_bytes", "rules", "stale_if_error_s"],
+  patch: ["enabled", "volume", "min_volume_bytes", "allow_same_device", "client_networks", "agent_user_agents", "slice_bytes"],
   upstream_proxy: ["host", "port", "username", "password", "auth"],
   destinations: ["ports"],
-  platform: ["domains", "pod"],
+  platform: ["domains", "pod", "probe_interval_s"],
   tls: ["upstream_ca", "ca", "ca_cert", "ca_chain", "ca_key"],
-  admin: ["port", "listen", "tls", "token"],
+  admin: ["port", "listen", "tls", "token", "agent_check_port"],
   hosts: [],
 };
 
@@ -331,7 +342,10 @@ export function parseConfig(raw: unknown, base: Config = DEFAULTS): Config {
   const allowed = strList("cache.allowed_domains", allowedRaw, MAX_ALLOWED_DOMAINS).map((d, i) =>
     normalizeDomain(`cache.allowed_domains[${i}]`, d),
   );
-  const minTls = str("cache.min_tls", String(pick(c, "min_tls", base.cache.min_tls)));
+  // A TOML number (min_tls = 1.2) reads as its text; anything else goes to str() as is: String() of a table from
+  // smol-toml (null prototype) threw a TypeError instead of a ConfigError (issue 12, test/fuzz/config.fuzz.test.ts).
+  const minTlsRaw = pick(c, "min_tls", base.cache.min_tls);
+  const minTls = str("cache.min_tls", typeof minTlsRaw === "number" ? String(minTlsRaw) : minTlsRaw);
   if (!(MIN_TLS_VERSIONS as readonly string[]).includes(minTls))
     throw new ConfigError("cache.min_tls", `expected one of ${MIN_TLS_VERSIONS.join(", ")}, got ${show(minTls)}`);
   const rulesRaw = pick(c, "rules", base.cache.rules);
@@ -355,6 +369,7 @@ export function parseConfig(raw: unknown, base: Config = DEFAULTS): Config {
     allowed_domains: allowed,
     max_bytes: int("cache.max_bytes", pick(c, "max_bytes", base.cache.max_bytes), 0, Number.MAX_SAFE_INTEGER),
     rules,
+    stale_if_error_s: int("cache.stale_if_error_s", pick(c, "stale_if_error_s", base.cache.stale_if_error_s), 0, 365 * 86_400),
   };
   if (new Set(allowed).size !== allowed.length) {
     const dup = allowed.find((d, i) => allowed.indexOf(d) !== i);
@@ -368,6 +383,7 @@ export function parseConfig(raw: unknown, base: Config = DEFAULTS): Config {
     enabled: bool("patch.enabled", pick(pt, "enabled", base.patch.enabled)),
     volume: optStr("patch.volume", pick(pt, "volume", base.patch.volume)),
     min_volume_bytes: int("patch.min_volume_bytes", pick(pt, "min_volume_bytes", base.patch.min_volume_bytes), 0, Number.MAX_SAFE_INTEGER),
+    allow_same_device: bool("patch.allow_same_device", pick(pt, "allow_same_device", base.patch.allow_same_device)),
     client_networks: strList("patch.client_networks", pick(pt, "client_networks", base.patch.client_networks), 256).map((n, i) =>
       checkCidr(`patch.client_networks[${i}]`, n),
     ),
@@ -426,6 +442,9 @@ export function parseConfig(raw: unknown, base: Config = DEFAULTS): Config {
   const platform = {
     domains: strList("platform.domains", platDomains, 64).map((x, i) => normalizeDomain(`platform.domains[${i}]`, x)),
     pod: normalizeDomain("platform.pod", pick(pl, "pod", base.platform.pod)),
+    // values down to 1 s are accepted for tests; a day at most, so a dead link is noticed the same day; 0 turns the
+    // probe off (the link is then judged by real traffic only: never Down) — for test gateways with no platform
+    probe_interval_s: int("platform.probe_interval_s", pick(pl, "probe_interval_s", base.platform.probe_interval_s), 0, 86_400),
   };
 
   const t = section(raw, "tls");
@@ -450,6 +469,7 @@ export function parseConfig(raw: unknown, base: Config = DEFAULTS): Config {
     listen: listenAddr("admin.listen", pick(a, "listen", base.admin.listen)),
     tls: bool("admin.tls", pick(a, "tls", base.admin.tls)),
     token: optStr("admin.token", pick(a, "token", base.admin.token)),
+    agent_check_port: pick(a, "agent_check_port", base.admin.agent_check_port) === null ? null : checkPort("admin.agent_check_port", pick(a, "agent_check_port", base.admin.agent_check_port), false),
   };
   if (admin.token !== null && admin.token.length < 16)
     throw new ConfigError("admin.token", "at least 16 characters (it guards the whole appliance)");
@@ -459,6 +479,8 @@ export function parseConfig(raw: unknown, base: Config = DEFAULTS): Config {
   ] as const;
   for (const [k, v] of ports)
     if (v !== 0 && v === admin.port) throw new ConfigError("admin.port", `${v} is already ${k}`);
+  for (const [k, v] of [...ports, ["admin.port", admin.port] as const])
+    if (v !== 0 && v === admin.agent_check_port) throw new ConfigError("admin.agent_check_port", `${v} is already ${k}`);
 
   return deepFreeze({ gateway, proxy, cache, patch, upstream_proxy, hosts, destinations, platform, tls, admin });
 }

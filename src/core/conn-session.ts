@@ -19,8 +19,9 @@ import { toRequest } from "./connect";
 import { ESTABLISHED, makeErrorResponse, makeResponse } from "./http1/serialize";
 import { decide, decideClient, type Policy, type PolicyRule } from "./policy";
 import { peekClientHello } from "./tls-peek";
-import { type AgentCa, type CaRoute, caRouteOf, makeCaAnswer } from "./ca-page";
+import { type AgentCa, type CaAsk, caRouteOf, makeCaAnswer } from "./ca-page";
 import type { Target, Verdict } from "./types";
+import { type PortHealth, retryAfterSeconds } from "./health";
 
 export type PortKind = "proxy" | "cache";
 export type ConnState = "readHead" | "decide" | "dial" | "tlsPeek" | "tunnel" | "intercept" | "refused" | "closed";
@@ -64,6 +65,8 @@ export type SessionCtx = {
   readonly intercepting: boolean;
   /** the active CA for `GET /ca.pem`, `/ca.der`, `/ca` on this port (core/ca-page.ts); absent or null: none loaded */
   readonly agentCa?: AgentCa | null;
+  /** the supervisor's health decision (core/health.ts): what /healthz answers per port, and fail fast; absent: healthy */
+  readonly health?: PortHealth | null;
 };
 
 /** The session's part of a connection's state. The shell's per-socket object extends it (one object per socket). */
@@ -96,6 +99,8 @@ export type ConnSession = {
   /** until when the TLS handshake may take (the ClientHello in tlsPeek; the whole handshake of an intercepted
    * CONNECT), 0 when none is awaited: a silent client must not hold its admission slot until the idle timeout */
   handshakeBy: number;
+  /** the shell's random number in [0, 1) for this connection: the Retry-After jitter of a fail-fast refusal */
+  jitter: number;
 };
 
 export type LogLevel = "info" | "warn" | "error";
@@ -126,7 +131,7 @@ const MAX_HEADERS = 100;
 const NONE: readonly ConnCommand[] = Object.freeze([]);
 const none = NONE as ConnCommand[];
 
-export type OpenEvent = { id: string; ip: string; remotePort: number; port: PortKind; admitted: boolean };
+export type OpenEvent = { id: string; ip: string; remotePort: number; port: PortKind; admitted: boolean; jitter?: number };
 
 /** A fresh session (the shell spreads it into its per-socket object, then calls `onOpen`). */
 export function makeSession(ctx: SessionCtx, ev: OpenEvent, now: number): ConnSession {
@@ -149,6 +154,7 @@ export function makeSession(ctx: SessionCtx, ev: OpenEvent, now: number): ConnSe
     endReason: "",
     admitted: ev.admitted,
     handshakeBy: 0,
+    jitter: ev.jitter ?? 0,
   };
 }
 
@@ -205,8 +211,8 @@ function onHeadBytes(s: ConnSession, bytes: Uint8Array, now: number): ConnComman
   }
   s.head.clear();
   const rest = all.byteLength > head.headBytes ? all.slice(head.headBytes) : null;
-  const caRoute = caRouteOf(head.method, head.target);
-  if (caRoute !== null) return answerCa(s, caRoute, head.method === "HEAD", getHeader(head.headers, "host") ?? null, now);
+  const caAsk = caRouteOf(head.method, head.target);
+  if (caAsk !== null) return answerCa(s, caAsk, head.method === "HEAD", getHeader(head.headers, "host") ?? null, now);
   let req;
   try {
     req = toRequest(head, { allowAbsolute: s.port === "cache" });
@@ -214,6 +220,9 @@ function onHeadBytes(s: ConnSession, bytes: Uint8Array, now: number): ConnComman
     return refuseError(s, e, now);
   }
   if (req.kind === "health") return answerHealth(s, head.method === "HEAD", now);
+  // Maintenance: every new request is refused at once, with a jittered Retry-After (issue 10).
+  const ff = s.ctx.health?.failFast;
+  if (ff && ff.scope === "all") return failFast(s, ff.code, ff.reason, now);
   if (req.kind === "absolute") {
     // Plain-HTTP forward proxying belongs to the cache port's HTTP layer (which re-reads the head).
     if (s.port === "cache" && s.ctx.intercepting) {
@@ -232,6 +241,8 @@ function onHeadBytes(s: ConnSession, bytes: Uint8Array, now: number): ConnComman
   const v = decide(s.ctx.policy, req.target, client);
   s.verdict = v;
   if (v.action === "deny") return refuse(s, err("PX_POLICY_DENY", v.reason ?? `CONNECT to ${req.target.host} denied`), v.rule, now);
+  // The platform link is Down: answer now, not after connect_timeout_s, so the agent moves to its next proxy.
+  if (ff && ff.scope === "platform" && v.rule === "platform-domain") return failFast(s, ff.code, ff.reason, now);
   if (v.action === "intercept" && s.ctx.intercepting) {
     s.state = "intercept";
     s.handshakeBy = handshakeDeadline(s, now);
@@ -312,8 +323,13 @@ function answerHealth(s: ConnSession, headOnly: boolean, now: number): ConnComma
   s.state = "refused";
   s.refusedAt = now;
   s.endReason = "health";
-  const ok = !s.ctx.draining;
-  const body = JSON.stringify({ status: ok ? "ok" : "draining", port: s.port, worker: s.ctx.index });
+  // 200 only when this port can serve now (core/health.ts decides, the supervisor pushes it); draining is the
+  // worker's own fact and wins at once.
+  const v = s.ctx.health?.ports[s.port];
+  const ok = !s.ctx.draining && (v?.ok ?? true);
+  const reasons = s.ctx.draining ? ["draining: shutting down", ...(v?.reasons ?? [])] : (v?.reasons ?? []);
+  const base = { status: ok ? "ok" : s.ctx.draining ? "draining" : "down", port: s.port, worker: s.ctx.index };
+  const body = JSON.stringify(reasons.length ? { ...base, reasons } : base);
   const headers: Headers = [
     ["Content-Type", "application/json"],
     ["Cache-Control", "no-store"],
@@ -327,10 +343,10 @@ function answerHealth(s: ConnSession, headOnly: boolean, now: number): ConnComma
   ];
 }
 
-/** `GET /ca.pem`, `/ca.der` or `/ca` sent to the port: the CA agents install, no token (issue 11, core/ca-page.ts). */
-function answerCa(s: ConnSession, route: CaRoute, headOnly: boolean, host: string | null, now: number): ConnCommand[] {
-  const bytes = makeCaAnswer(s.ctx.agentCa ?? null, route, { headOnly, host });
-  if (bytes === null) return refuse(s, err("PX_NOT_FOUND", "no CA loaded yet: ask the gateway's admin"), "PX_NOT_FOUND", now);
+/** `GET /ca.pem`, `/ca.der`, `/ca`, `/ca.msi`, `/ca-bundle.pem` sent to the port: the CA agents install, no token (issue 11, core/ca-page.ts). */
+function answerCa(s: ConnSession, ask: CaAsk, headOnly: boolean, host: string | null, now: number): ConnCommand[] {
+  const bytes = makeCaAnswer(s.ctx.agentCa ?? null, ask, { headOnly, host });
+  if (!(bytes instanceof Uint8Array)) return refuse(s, err(bytes.refuse, bytes.reason), bytes.refuse, now);
   s.state = "refused";
   s.refusedAt = now;
   s.endReason = "ca";
@@ -456,6 +472,11 @@ export function onClosed(s: ConnSession, facts: CloseFacts, now: number): ConnCo
 }
 
 // ---- refusing ---------------------------------------------------------------------------------------------
+
+/** 503 at once with a jittered Retry-After (RFC 9110 §10.2.3), so refused agents do not return in lockstep. */
+function failFast(s: ConnSession, code: "PX_MAINTENANCE" | "PX_PLATFORM_DOWN", reason: string, now: number): ConnCommand[] {
+  return refuse(s, err(code, reason), code, now, [["Retry-After", String(retryAfterSeconds(s.jitter))]]);
+}
 
 function err(code: ErrorCode, msg: string): ProxyError {
   return new ProxyError(code, "client", msg);

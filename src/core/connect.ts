@@ -90,7 +90,8 @@ export function parseAuthority(s: string, defaultPort?: number): Target {
   if (s.includes("/")) throw badAuthority(s, "expected host:port, not a URL or a path");
   if (s.includes("@")) {
     // RFC 9110 §4.2.4: userinfo is deprecated in http(s) URIs; a proxy seeing it is being probed or misused.
-    throw badAuthority(s, "userinfo (user@) is not allowed, expected host:port");
+    // The message echoes only what follows the "@": the userinfo may be a password, and refusals are logged.
+    throw badAuthority(s.slice(s.lastIndexOf("@") + 1), "userinfo (user@) is not allowed, expected host:port");
   }
   let hostPart: string;
   let portPart: string | undefined;

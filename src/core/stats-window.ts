@@ -31,6 +31,11 @@ export class UniqueWindow {
     this.prune(now);
     return [...this.seen.keys()];
   }
+
+  /** Forget everything (reset: stats start from zero). */
+  clear() {
+    this.seen.clear();
+  }
 }
 
 /** Fixed buckets of `bucketMs`, keeping the last `buckets`; each bucket counts distinct keys. */
@@ -51,6 +56,10 @@ export class BucketSeries {
       for (const k of this.buckets.keys()) if (k <= oldest) this.buckets.delete(k);
     }
     s.add(key);
+  }
+
+  clear() {
+    this.buckets.clear();
   }
 
   series(now: number): { t: number; n: number }[] {

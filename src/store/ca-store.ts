@@ -10,6 +10,10 @@ import { randomBytes } from "node:crypto";
 import type { Config } from "../core/config";
 import { checkChain, createCa, loadCa, type CaKind } from "../core/certs";
 import { ConfigError } from "../core/errors";
+import { X509Certificate } from "node:crypto";
+import { loadOrBuildCaMsi, type CaMsi } from "./ca-msi";
+import { readRollover } from "./ca-rollover";
+import { log } from "../log";
 
 /** What workers need to mint leaves: plain strings, safe to send between threads. */
 export type CaPems = {
@@ -20,7 +24,20 @@ export type CaPems = {
   rootPem: string; // what agents install: the root (for appliance/common: the CA itself)
   commonName: string;
   notAfter: number;
+  /** `GET /ca.msi`: the Windows package for `rootPem` (store/ca-msi.ts); set by `loadActiveCa` */
+  msi?: CaMsi;
+  /** the CA published to come next (rollover, store/ca-rollover.ts); null or absent: none */
+  next?: NextCaPems | null;
 };
+
+/** The next CA as agents get it ahead of the switch: its root (no key: it signs nothing until it is assigned). */
+export type NextCaPems = { id: string; rootPem: string; commonName: string; notAfter: number; msi: CaMsi };
+
+/** The first certificate of a PEM text, as DER. */
+export function derOfPem(pem: string): Uint8Array {
+  const m = /-----BEGIN CERTIFICATE-----([^-]+)-----END CERTIFICATE-----/.exec(pem);
+  return new Uint8Array(Buffer.from((m?.[1] ?? "").replace(/\s+/g, ""), "base64"));
+}
 
 function writeSecret(path: string, text: string) {
   const tmp = `${path}.tmp-${process.pid}`;
@@ -63,8 +80,38 @@ function readConfigured(key: string, path: string | null): string {
   }
 }
 
-/** The CA the config asks for, checked; errors name the config key and what is wrong with the file. */
+/**
+ * The CA the config asks for, checked, with what agents download beside it: its Windows package (built once per
+ * CA, store/ca-msi.ts) and the next CA when one is published (store/ca-rollover.ts). A next CA whose file is gone
+ * or unreadable, or that is the active one (it was just assigned), is left out rather than failing the start.
+ */
 export async function loadActiveCa(config: Config): Promise<CaPems> {
+  const ca = await loadConfiguredCa(config);
+  const dataDir = config.gateway.data_dir;
+  const der = derOfPem(ca.rootPem);
+  ca.msi = await loadOrBuildCaMsi(dataDir, { der, commonName: ca.commonName });
+  ca.next = await loadNextCa(dataDir, der);
+  return ca;
+}
+
+async function loadNextCa(dataDir: string, activeDer: Uint8Array): Promise<NextCaPems | null> {
+  const ref = readRollover(dataDir).next;
+  if (!ref) return null;
+  try {
+    const rootPem = readFileSync(ref.root, "utf8");
+    const x = new X509Certificate(rootPem);
+    const der = new Uint8Array(x.raw);
+    if (Buffer.from(der).equals(Buffer.from(activeDer))) return null;
+    const commonName = /(?:^|\n)CN=([^\n]+)/.exec(x.subject)?.[1] ?? x.subject;
+    return { id: ref.id, rootPem, commonName, notAfter: Date.parse(x.validTo), msi: await loadOrBuildCaMsi(dataDir, { der, commonName }) };
+  } catch (e) {
+    log("warn", "the published next CA cannot be read; agents get the current CA only", { id: ref.id, file: ref.root, error: (e as Error).message });
+    return null;
+  }
+}
+
+/** The CA the config asks for, checked; errors name the config key and what is wrong with the file. */
+async function loadConfiguredCa(config: Config): Promise<CaPems> {
   const t = config.tls;
   if (t.ca === "appliance") return loadOrCreateApplianceCa(config.gateway.data_dir, config.gateway.name);
   const cert = readConfigured("tls.ca_cert", t.ca_cert);

@@ -2,7 +2,8 @@
  * @module The persisted visibility series: `<data_dir>/stats.db` (bun:sqlite, WAL), so that the 7- and 30-day
  * windows of DESIGN "Visibility" survive restarts. The supervisor's own windows are in memory and last 60 minutes;
  * this file keeps what outlives them:
- *   - `agents`: one row per (port, client IP) with its last sighting → total agents over 7 days (cache port) and
+ *   - `agents`: one row per (port, client IP) with its last sighting, for clients served (a tunnel or a cache answer,
+ *     never /healthz probes or refused clients) → active agents over 24 hours and total agents over 7 days and
  *     unique client IPs over 7 days (proxy port);
  *   - `series`: per minute and port, distinct client IPs and new connections → the connections-over-time graph;
  *   - `savings`: per hour, bytes served from the cache and bytes fetched for it, hits and misses → 30-day savings.
@@ -29,6 +30,8 @@ export type PortKind = "proxy" | "cache";
 /** Monotonic counters as the workers report them (summed over workers). */
 export type CounterSample = { tunnels: number; served: number; fetched: number; hits: number; misses: number };
 export type StatsSummary = {
+  /** agents (clients served: a tunnel or a cache-port answer) seen in the last 24 hours: the seed's "Active Agents (24 Hours)" */
+  active_agents_24h: number;
   total_agents_7d: number;
   unique_ips_7d: number;
   savings_30d: { served_bytes: number; fetched_bytes: number; saved_bytes: number; hits: number; misses: number };
@@ -119,13 +122,13 @@ export class StatsDb {
   }
 
   summary(now: number): StatsSummary {
-    const count = (port: PortKind) =>
-      this.db.query<{ n: number }, [string, number]>("SELECT COUNT(*) AS n FROM agents WHERE port = ? AND last_seen >= ?").get(port, now - AGENTS_WINDOW_MS)!.n;
+    const count = (port: PortKind, windowMs = AGENTS_WINDOW_MS) =>
+      this.db.query<{ n: number }, [string, number]>("SELECT COUNT(*) AS n FROM agents WHERE port = ? AND last_seen >= ?").get(port, now - windowMs)!.n;
     // Include IPs seen since the last flush, so a fresh sighting counts at once.
-    const pending = (port: PortKind) => {
+    const pending = (port: PortKind, windowMs = AGENTS_WINDOW_MS) => {
       let n = 0;
       const known = this.db.prepare<{ one: number }, [string, string, number]>("SELECT 1 AS one FROM agents WHERE port = ? AND ip = ? AND last_seen >= ?");
-      for (const ip of this.seen[port].keys()) if (!known.get(port, ip, now - AGENTS_WINDOW_MS)) n++;
+      for (const ip of this.seen[port].keys()) if (!known.get(port, ip, now - windowMs)) n++;
       return n;
     };
     const s = this.db
@@ -135,6 +138,7 @@ export class StatsDb {
       .get(Math.floor((now - SAVINGS_WINDOW_MS) / HOUR) * HOUR)!;
     const served = s.served ?? 0, fetched = s.fetched ?? 0;
     return {
+      active_agents_24h: count("cache", DAY) + pending("cache", DAY),
       total_agents_7d: count("cache") + pending("cache"),
       unique_ips_7d: count("proxy") + pending("proxy"),
       savings_30d: { served_bytes: served, fetched_bytes: fetched, saved_bytes: Math.max(0, served - fetched), hits: s.hits ?? 0, misses: s.misses ?? 0 },

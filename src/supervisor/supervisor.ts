@@ -4,7 +4,7 @@
  * other. Reload (SIGHUP or the admin API) validates first and keeps the old config on error; SIGTERM drains: health
  * turns 503 at once, listeners close, tunnels get `gateway.drain_grace_s`.
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync, appendFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, appendFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import { type Config, parseConfig } from "../core/config";
@@ -18,9 +18,16 @@ import type { AdminDeps, HealthReport, ServicePorts } from "../admin/deps";
 import { loadActiveCa, type CaPems } from "../store/ca-store";
 import { Store } from "../store/cache/store";
 import { cacheBudget, cacheDir, patchDir } from "../store/cache/paths";
-import { checkPatchVolume, volumeInfo } from "../store/patch-volume";
+import { checkPatchVolume, patchBudget, volumeInfo } from "../store/patch-volume";
 import { topObjects } from "../store/cache/report";
+import { type CacheOps, makeCacheOps } from "./cache-ops";
 import { DEFAULT_LOG_LIMITS, rotateLogFile } from "../store/log-store";
+import { HealthMonitor } from "./health-monitor";
+import { startAgentCheck } from "./agent-check";
+import { loadLayered } from "../store/config-files";
+import { checkApplicable } from "./preflight";
+import { addHistograms } from "../core/histogram";
+import { sinceBaseline, snapshot } from "./counters-baseline";
 
 const HOUR = 3600_000;
 const LOG_RING = 5000;
@@ -49,9 +56,19 @@ function addCounters(into: WorkerCounters, c: WorkerCounters, withActive: boolea
   into.bytesDown += c.bytesDown;
   for (const [k, v] of Object.entries(c.refusals)) into.refusals[k] = (into.refusals[k] ?? 0) + v;
   for (const [k, v] of Object.entries(c.errors)) into.errors[k] = (into.errors[k] ?? 0) + v;
+  if (c.durations) addHistograms((into.durations ??= {}), c.durations);
   if (c.cache) {
     into.cache ??= {};
     for (const [k, v] of Object.entries(c.cache)) into.cache[k] = (into.cache[k] ?? 0) + v;
+  }
+  if (c.cacheHosts) {
+    into.cacheHosts ??= {};
+    for (const [h, x] of Object.entries(c.cacheHosts)) {
+      const t = (into.cacheHosts[h] ??= { hits: 0, misses: 0, bypass: 0 });
+      t.hits += x.hits;
+      t.misses += x.misses;
+      t.bypass += x.bypass;
+    }
   }
   if (c.patch) {
     into.patch ??= {};
@@ -156,7 +173,8 @@ export async function startSupervisor(opts: { config: Config; configPath: string
   };
   setLogSink(writeLine, "supervisor");
 
-  const token = loadToken(config);
+  let token = loadToken(config);
+  let baseline: WorkerCounters | null = null; // totals at the last reset: stats since then (counters-baseline.ts)
   // The active CA: needed by cache mode, and served at /ca.pem for agents to install.
   let ca: CaPems | null = await loadActiveCa(config);
   const startedAt = Date.now();
@@ -175,6 +193,7 @@ export async function startSupervisor(opts: { config: Config; configPath: string
   const onMessage = (m: WorkerToSupervisor) => {
     switch (m.t) {
       case "ready":
+        healthMon.onReady(m.index); // a (re)started worker gets the current /healthz answer
         return;
       case "listen-error":
         log("error", "worker cannot listen", { worker: m.index, error: m.message });
@@ -182,6 +201,7 @@ export async function startSupervisor(opts: { config: Config; configPath: string
       case "stats": {
         latest[m.index] = m.counters;
         const now = Date.now();
+        healthMon.onStats(m.index, m, now);
         for (const ip of m.proxyIps) {
           proxyIps.add(ip, now);
           series.add(ip, now);
@@ -198,6 +218,9 @@ export async function startSupervisor(opts: { config: Config; configPath: string
         return;
       case "drained":
         return;
+      case "prefill-progress":
+        cacheOps.onProgress(m);
+        return;
       default: {
         const never: never = m;
         return never;
@@ -208,6 +231,8 @@ export async function startSupervisor(opts: { config: Config; configPath: string
     const last = latest[index];
     if (last) addCounters(retired, last, false);
     latest[index] = null;
+    healthMon.onWorkerExit(index);
+    cacheOps.onWorkerExit(index);
   };
 
   if (config.cache.enabled) {
@@ -220,12 +245,15 @@ export async function startSupervisor(opts: { config: Config; configPath: string
   }
   if (patchRefused) log("error", "patch mode not enabled", { reason: patchRefused });
   if (config.patch.enabled) {
-    const st = Store.open(patchDir(config), { maxBytes: volumeInfo(config.patch.volume!).size, owner: `${process.pid}:supervisor`, recover: true, staleMs: 0 });
+    const st = Store.open(patchDir(config), { maxBytes: patchBudget(config), owner: `${process.pid}:supervisor`, recover: true, staleMs: 0 });
     const r = st.recovery;
     if (r.tmpFiles || r.fills || r.rows || r.blobs) log("warn", "patch store repaired after a crash", { ...r });
     st.close();
   }
   const pool = new Pool(config, ports, ca, workerCount, { onMessage, onExit });
+  // Health that means "can serve agents" (core/health.ts): the facts, the platform link, maintenance.
+  const healthMon = new HealthMonitor({ dataDir, workerCount, pool, getConfig: () => config, getCa: () => ca, isDraining: () => draining, getPatchRefused: () => patchRefused });
+  const cacheOps: CacheOps = makeCacheOps({ config: () => config, pool });
   pool.start();
 
   // Wait for the workers to listen (or fail) before announcing the ports.
@@ -237,12 +265,14 @@ export async function startSupervisor(opts: { config: Config; configPath: string
   }
 
   const timers = [setInterval(flushFile, 200)];
+  healthMon.start();
+  const agentCheck = startAgentCheck(() => config, () => healthMon.decide(), () => pool.openConnections());
 
   const totals = (): WorkerCounters => {
     const t = emptyCounters();
     addCounters(t, retired, false);
     for (const c of latest) if (c) addCounters(t, c, true);
-    return t;
+    return sinceBaseline(t, baseline);
   };
 
   const sup: Supervisor = {
@@ -257,45 +287,57 @@ export async function startSupervisor(opts: { config: Config; configPath: string
     get draining() {
       return draining;
     },
-    token,
+    get token() {
+      return token;
+    },
+    resetStats() {
+      baseline = null;
+      baseline = snapshot(totals());
+      proxyIps.clear();
+      cacheIps.clear();
+      series.clear();
+    },
+    resetToken() {
+      if (config.admin.token) return null; // the admin's file sets it: not ours to change
+      rmSync(join(dataDir, "admin.token"), { force: true });
+      token = loadToken(config); // a new one, written mode 0600
+      return token;
+    },
     get ca() {
       return ca;
     },
     pool,
     health() {
       const alive = pool.alive();
-      const reasons: string[] = [];
-      if (draining) reasons.push("draining: shutting down");
-      if (alive === 0) reasons.push("no live worker");
-      else if (alive < workerCount) reasons.push(`${workerCount - alive} of ${workerCount} workers restarting`);
-      const caDays = ca ? Math.floor((ca.notAfter - Date.now()) / 86_400_000) : null;
-      if (caDays !== null && caDays < 0) reasons.push(`the ${ca!.kind} CA expired ${-caDays} days ago: agents reject every intercepted connection`);
-      else if (caDays !== null && caDays <= 30) reasons.push(`the ${ca!.kind} CA expires in ${caDays} days (${new Date(ca!.notAfter).toISOString().slice(0, 10)}): replace it before agents break`);
-      if (patchRefused) reasons.push(`patch mode refused: ${patchRefused}`);
+      const now = Date.now();
+      const d = draining ? healthMon.decide(now) : healthMon.push(); // decided by core/health.ts
+      const caDays = ca ? Math.floor((ca.notAfter - now) / 86_400_000) : null;
       let patch: { path: string; size: number; used: number; free: number } | null = null;
       if (config.patch.enabled && config.patch.volume) {
         try {
           patch = volumeInfo(config.patch.volume);
-          // Eviction keeps the store under 90% of the volume; past 95% it is not keeping up.
-          if (patch.used > patch.size * 0.95) reasons.push(`the patch volume is ${Math.round((patch.used / patch.size) * 100)}% full: eviction is not keeping up`);
-        } catch (e) {
-          reasons.push(`the patch volume cannot be read: ${(e as Error).message}`);
+        } catch {
+          patch = null; // the patch volume's own problem is in d.problems (not writable / no space)
         }
       }
       const t = totals();
-      const down = draining || alive === 0;
+      const m = healthMon.maintenance;
       return {
-        status: draining ? "draining" : alive === 0 ? "down" : alive < workerCount ? "degraded" : "ok",
-        health: down ? "Down" : reasons.length ? "Degraded" : "Normal",
-        reasons,
+        status: draining ? "draining" : d.health === "Down" ? "down" : d.health === "Degraded" ? "degraded" : "ok",
+        health: d.health,
+        reasons: d.problems.map((p) => p.text),
+        problems: d.problems,
+        agent_ports: d.ports,
+        platform: healthMon.link.report(),
+        maintenance: { on: m.on, since: m.since ? new Date(m.since).toISOString() : null },
         workers: { alive, total: workerCount },
-        uptime_s: Math.round((Date.now() - startedAt) / 1000),
+        uptime_s: Math.round((now - startedAt) / 1000),
         active_tunnels: t.activeTunnels,
         open_connections: pool.openConnections(),
         ports: sup.ports,
         ca: ca && { kind: ca.kind, common_name: ca.commonName, not_after: new Date(ca.notAfter).toISOString(), expires_in_days: caDays },
         patch_volume: patch,
-        cache: config.cache.enabled ? cacheHealth(t, cacheIps.count(Date.now())) : null,
+        cache: config.cache.enabled ? cacheHealth(t, cacheIps.count(now)) : null,
       };
     },
     stats() {
@@ -312,11 +354,10 @@ export async function startSupervisor(opts: { config: Config; configPath: string
     },
     recentLogs: () => ring.slice(),
     async reloadFromFile() {
-      if (!configPath) return { ok: false, error: "no config file: started on the embedded defaults" };
       try {
-        const next = loadConfigFile(configPath);
+        const next = loadLayered(configPath).config; // the file, and the admin API's overlay on top
         await sup.apply(next);
-        log("info", "config reloaded", { file: configPath });
+        log("info", "config reloaded", { file: configPath, overlay: join(dataDir, "agate.auto.toml") });
         return { ok: true };
       } catch (e) {
         const error = (e as Error).message;
@@ -325,6 +366,7 @@ export async function startSupervisor(opts: { config: Config; configPath: string
       }
     },
     async apply(next: Config) {
+      checkApplicable(next, { config, ports }); // ports free and permitted, named files readable (preflight.ts)
       if (next.patch.enabled) {
         const v = checkPatchVolume(next);
         if (!v.ok) throw new ConfigError(v.key, v.reason);
@@ -336,6 +378,8 @@ export async function startSupervisor(opts: { config: Config; configPath: string
       ca = nextCa;
       pool.setConfig(next, nextPorts, nextCa);
       patchRefused = null;
+      agentCheck.apply(next);
+      healthMon.push();
     },
     setCa(pems: CaPems) {
       ca = pems;
@@ -364,12 +408,22 @@ export async function startSupervisor(opts: { config: Config; configPath: string
       await pool.terminate(1000);
       flushFile();
       for (const t of timers) clearInterval(t);
+      healthMon.stop();
+      agentCheck.stop();
+    },
+    setMaintenance(on: boolean) {
+      const m = healthMon.setMaintenance(on);
+      return { on: m.on, since: m.since ? new Date(m.since).toISOString() : null };
     },
     crashWorker(index: number) {
       if (index < 0 || index >= workerCount) return false;
       pool.send(index, { t: "crash" });
       return true;
     },
+    cacheUsage: (withObjects = true) => cacheOps.usage(totals(), withObjects),
+    purgeCache: (sel) => cacheOps.purge(sel),
+    startPrefill: (urls) => cacheOps.startPrefill(urls),
+    prefillJobs: () => cacheOps.prefillJobs(),
   };
 
   return sup;

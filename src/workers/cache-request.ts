@@ -10,10 +10,12 @@
  * Responder/RequestBody the framing (http-session.ts) hands in, so session tests drive it with doubles and a fixed
  * clock. Also here: what cache mode opens and closes in a worker (`applyCacheMode`) and its counters (`cacheReport`).
  */
+import { observe } from "../core/histogram";
 import "reflect-metadata"; // @peculiar/x509 (core/certs) needs it loaded first
 import { createHash } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { logTarget } from "../core/log-redact";
 import type { Config } from "../core/config";
 import { ProxyError, printable, statusFor } from "../core/errors";
 import { checkHostField, getHeader } from "../core/http1/head";
@@ -22,8 +24,9 @@ import { parseAuthority } from "../core/connect";
 import { decide, decideClient } from "../core/policy";
 import { loadCa, makeLeafKeys } from "../core/certs";
 import { LeafCache } from "../core/cert-cache";
-import { type CacheDefaults, CACHE_DEFAULTS } from "../core/cache/freshness";
-import { type CachePhase, type CacheReason, planLookup } from "../core/cache/plan";
+import { type CacheDefaults, type StoredResponse, CACHE_DEFAULTS, ccOf, currentAge, lifetimeOf } from "../core/cache/freshness";
+import { type CachePhase, type CacheReason, planLookup, staleIfErrorAllows } from "../core/cache/plan";
+import { type CacheStatus, emptyCacheStatus, formatCacheStatus } from "../core/cache/cache-status";
 import { primaryKey } from "../core/cache/key";
 import { Store } from "../store/cache/store";
 import { cacheBudget, cacheDir } from "../store/cache/paths";
@@ -31,26 +34,56 @@ import type { CaPems } from "../store/ca-store";
 import type { HttpRequest, IncomingRequest, RequestBody, Responder } from "./http-session";
 import type { WorkerRuntime, WorkerServices, TlsState } from "./runtime";
 import type { WorkerCounters } from "./protocol";
-import { type FillNote, cacheCounters, claimOrWait, invalidateAfter, runFill, serveEntry, storeIsFull, streamTail, toStored } from "./fill";
+import { type FillNote, cacheCounters, claimOrWait, invalidateAfter, revalidateInBackground, runFill, serveEntry, storeIsFull, streamTail, toStored } from "./fill";
 import { applyPatchMode, closePatchStore, patchCounters, servePatch } from "./patch";
 import { forward } from "./forward";
 import { OriginPool } from "./origin-client";
 import { log } from "../log";
+import { countHostPhase } from "./cache-hosts";
 
 /** Lookups of one request before it gives up on the cache and goes straight to the origin. */
 const MAX_ATTEMPTS = 3;
 
-/** What the access line says about the cache, filled in as the story goes. */
-type Access = { phase: CachePhase; reason: CacheReason | null };
+/** What the access line and the Cache-Status field (RFC 9211) say about the cache, filled in as the story goes. */
+type Access = { phase: CachePhase; reason: CacheReason | null; cs: CacheStatus };
+
+/**
+ * The agent's Responder with `Cache-Status` added to whatever head or error is written (RFC 9211: on every
+ * response of the cache port), formatted from `cs` at that moment — so each phase only fills `cs` in.
+ */
+function withCacheStatus(res: Responder, cs: CacheStatus): Responder {
+  const field = (): [string, string] => ["Cache-Status", formatCacheStatus(cs)];
+  return {
+    head: (status, headers, length, reason) => res.head(status, [...headers, field()], length, reason),
+    interim: (status, headers) => res.interim?.(status, headers),
+    write: (c) => res.write(c),
+    end: () => res.end(),
+    onDrain: (f) => res.onDrain(f),
+    error: (status, reason, headers) => res.error(status, reason, [...(headers ?? []), field()]),
+    get closed() {
+      return res.closed;
+    },
+    get status() {
+      return res.status;
+    },
+    get bytesOut() {
+      return res.bytesOut;
+    },
+  };
+}
+
+/** RFC 9211 §2.4 ttl: the stored response's remaining freshness (negative once stale), RFC 9111 §4.2. */
+const ttlOf = (s: StoredResponse, now: number, d: CacheDefaults) => lifetimeOf(s, ccOf(s.headers), d).seconds - currentAge(s, now);
 
 /**
  * One request on the cache port, start to finish. Never throws: every error is answered (`statusFor` picks the
  * status) and every request, answered or refused, ends with exactly one access-log line.
  */
-export async function onCacheRequest(rt: WorkerRuntime, inc: IncomingRequest, res: Responder, body: RequestBody): Promise<void> {
+export async function onCacheRequest(rt: WorkerRuntime, inc: IncomingRequest, agent: Responder, body: RequestBody): Promise<void> {
   const started = rt.now();
   const reqId = rt.makeId();
-  const a: Access = { phase: "bypass:refused", reason: null };
+  const a: Access = { phase: "bypass:refused", reason: null, cs: emptyCacheStatus() };
+  const res = withCacheStatus(agent, a.cs);
   let req: HttpRequest | null = null;
   try {
     req = route(rt, inc); // 1. route + policy (throws a refusal)
@@ -58,10 +91,16 @@ export async function onCacheRequest(rt: WorkerRuntime, inc: IncomingRequest, re
     await answer(rt, req, res, body, a);
   } catch (e) {
     const pe = e instanceof ProxyError ? e : new ProxyError("PX_INTERNAL", "internal", String((e as Error)?.message ?? e), { cause: e });
-    if (!(e instanceof ProxyError)) log("error", "request failed", { reqId, id: inc.connId, url: req?.url, error: String((e as Error)?.stack ?? e) });
+    if (!(e instanceof ProxyError)) log("error", "request failed", { reqId, id: inc.connId, url: req ? logTarget(req.url) : undefined, error: String((e as Error)?.stack ?? e) });
     a.reason ??= pe.code;
+    a.cs.detail ??= pe.code;
     if (!res.closed) res.error(statusFor(pe), pe.message);
   } finally {
+    // An agent is a client that got an answer (issue 10): not a refusal, not our own failure.
+    if (req !== null && res.status >= 200 && res.status < 500) rt.cacheIps.add(inc.clientIp);
+    // A fill or revalidation the platform answered is real traffic for the platform link (issue 10): "connected on".
+    if (req !== null && req.verdict.rule === "platform-domain" && (a.phase === "miss" || a.phase === "revalidated") && res.status < 500) rt.platformSeen?.add(req.target.host); // ?.: session doubles may lack it
+    observe((rt.counters.durations ??= {}), "request:cache", (rt.now() - started) / 1000);
     // 7. one line per request (Squid's access.log): exact bytes both ways and the exact duration
     log("info", "access", {
       reqId,
@@ -70,14 +109,16 @@ export async function onCacheRequest(rt: WorkerRuntime, inc: IncomingRequest, re
       port: "cache",
       method: inc.head.method,
       host: req?.target.host ?? inc.connectTarget?.host ?? getHeader(inc.head.headers, "host") ?? "",
-      path: req?.path ?? inc.head.target,
+      path: logTarget(req?.path ?? inc.head.target), // query values and userinfo never reach a log (core/log-redact.ts)
       status: res.status,
       phase: a.phase,
       reason: a.reason ?? undefined,
+      cacheStatus: formatCacheStatus(a.cs),
       bytesIn: inc.head.headBytes + body.bytes,
       bytesOut: res.bytesOut,
       ms: rt.now() - started,
     });
+    if (req !== null) countHostPhase(rt, req.target.host, a.phase); // hit ratio by host (issue 9), as the line says
   }
 }
 
@@ -87,66 +128,113 @@ async function answer(rt: WorkerRuntime, req: HttpRequest, res: Responder, body:
   const bypass = req.verdict.cacheable !== true ? "rule" : req.method !== "GET" && req.method !== "HEAD" ? "method" : body.framing.kind !== "none" ? "body" : null;
   if (bypass !== null) {
     a.phase = `bypass:${bypass}`;
+    setBypass(a, bypass);
     return forward(rt, req, res, body, (status, headers) => invalidateAfter(rt, req, status, headers));
   }
   const store = rt.cacheStore;
   if (store === null) {
     a.phase = "bypass:cache-off";
+    setBypass(a, "cache-off");
     return forward(rt, req, res, body);
   }
   // 3. patch mode: vendors' files (any host) go to the sliced store on the patch volume, unless they cannot be sliced
   if (req.verdict.rule === "patch-any" && rt.patchStore !== null) {
+    a.cs.detail = "slices"; // the slice store answers (or fetches) before it says which
     const p = await servePatch(rt, rt.patchStore, req, res);
     if (p.done) {
       a.phase = p.fetched ? "miss" : "hit";
       a.reason = "slices";
       return;
     }
+    a.cs.detail = null;
   }
   // 4. lookup + plan, 5. serve | serve stale | revalidate | claim → fill
   const counters = cacheCounters(rt);
   const d = defaultsOf(rt);
   const pkey = primaryKey(req.method, req.url);
+  const cs = a.cs;
   let validated = false; // a 304 just confirmed the stored response: serve it even if it is stale on arrival
   let why: CacheReason | null = null; // why the first look did not serve (for the access line)
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
     const entry = store.lookup(pkey, req.headers);
-    const plan = planLookup(entry ? toStored(entry) : null, req.headers, rt.now(), d, { validated });
+    const stored = entry ? toStored(entry) : null;
+    const now = rt.now();
+    const plan = planLookup(stored, req.headers, now, d, { validated });
     switch (plan.do) {
       case "serve":
       case "serveStale": {
         if (plan.do === "serveStale") counters.stale_served++;
+        cs.ttl = ttlOf(stored!, now, d);
+        if (validated) cs.fwdStatus = 304; // RFC 9211 §2.3: forwarded for validation, the origin said 304
+        else {
+          cs.hit = true;
+          cs.fwd = null;
+          cs.detail = plan.do === "serveStale" ? plan.reason : null;
+        }
         if (await serveEntry(rt, store, entry!, req, res)) {
           a.phase = validated ? "revalidated" : plan.do === "serve" ? "hit" : "stale";
           a.reason = plan.do === "serveStale" ? plan.reason : why;
+          // RFC 5861 §3: the stale answer is out; revalidate behind it, once per object
+          if (plan.do === "serveStale" && plan.reason === "stale-while-revalidate" && !storeIsFull(rt, store, rt.now())) {
+            if (revalidateInBackground(rt, store, pkey, req, entry!, plan.headers, d)) counters.revalidations++;
+          }
           return;
         }
+        cs.hit = false;
         continue; // the blob was corrupt or gone: it has been dropped; look again (and fetch)
       }
       case "reject":
         a.phase = "miss"; // RFC 9111 §5.2.1.7: only-if-cached and nothing fresh stored
         a.reason = plan.code;
+        cs.detail = plan.code;
         throw new ProxyError(plan.code, "client", `not in the cache (only-if-cached): ${req.url}`);
       case "revalidate":
       case "fetch": {
         const stale = plan.do === "revalidate" ? entry : null;
         const validators = plan.do === "revalidate" ? plan.headers : [];
         why ??= plan.reason;
+        // RFC 9211 §2.2: why it went forward
+        cs.fwd ??= plan.do === "fetch" ? (store.holds(pkey) ? "vary-miss" : "uri-miss") : plan.reason === "request-no-cache" || plan.reason === "max-age" || plan.reason === "min-fresh" ? "request" : "stale";
         if (storeIsFull(rt, store, rt.now())) {
           // 5''. the cache disk is full: pass the object through, store nothing, until space returns (issue 12)
           a.phase = "bypass:no-space";
           a.reason = why;
+          setBypass(a, "no-space");
           return forward(rt, req, res, body);
         }
-        const note: FillNote = { noStore: null, freshened: false };
+        // RFC 5861 §4: may the stale entry stand in if the origin is down or answers 5xx?
+        const fallback = stored !== null && plan.do === "revalidate" && staleIfErrorAllows(stored, req.headers, now, d, staleIfErrorFallback(rt, req));
+        const note: FillNote = { noStore: null, freshened: false, staleOnError: fallback, interim: (st, h) => res.interim?.(st, h) };
         // A revalidation must not give way to a fill that just stored: that stored entry is the one we revalidate.
         const c = claimOrWait(store, pkey, (fill) => void runFill(rt, store, fill, req, stale, validators, d, note), stale === null);
         if (!c.ok) continue; // stored between our lookup and our claim: look again
         if (c.filler) counters.misses++;
         else counters.collapsed++;
-        const r = await streamTail(rt, c.tail, req, res);
+        cs.collapsed = !c.filler;
+        const see = (h: { status: number; headers: typeof req.headers; requestTime: number; responseTime: number }) => {
+          cs.fwdStatus = h.status;
+          cs.stored = c.filler && note.noStore === null;
+          cs.ttl = cs.stored ? ttlOf({ ...h, url: req.url, method: "GET", requestHeaders: req.headers }, rt.now(), d) : null;
+          if (c.filler && note.noStore !== null) cs.detail = note.noStore;
+        };
+        const r = await streamTail(rt, c.tail, req, res, { see, fallback });
+        if (r.end === "error") {
+          // RFC 5861 §4 stale-if-error: the origin failed; the stored response answers, stale
+          counters.stale_served++;
+          cs.ttl = ttlOf(stored!, rt.now(), d);
+          cs.detail = "stale-if-error";
+          if (await serveEntry(rt, store, entry!, req, res)) {
+            a.phase = "stale";
+            a.reason = "stale-if-error";
+            return;
+          }
+          throw new ProxyError("PX_FILL_FAILED", "upstream", r.detail || `the download of ${req.url} failed`);
+        }
         if (r.end === "again") {
-          if (r.outcome === "revalidated") validated = true;
+          if (r.outcome === "revalidated") {
+            validated = true;
+            cs.detail = "revalidated";
+          }
           continue; // a 304 freshened the entry, or the fill gave way / its filler died before any byte was sent
         }
         a.phase = "miss";
@@ -157,8 +245,20 @@ async function answer(rt: WorkerRuntime, req: HttpRequest, res: Responder, body:
   }
   // 5'. the fill kept ending without an answer for us: go to the origin directly
   a.phase = "bypass:retries";
+  setBypass(a, "retries");
   return forward(rt, req, res, body);
 }
+
+/** RFC 9211 §2.2 fwd=bypass, with agate's BypassReason as the detail. */
+function setBypass(a: Access, why: string): void {
+  a.cs.hit = false;
+  a.cs.fwd = "bypass";
+  a.cs.detail = why;
+}
+
+/** `[cache] stale_if_error_s` covers platform objects only: the vendor's cloud, whose manifests agents need through
+ * an outage; other sites' objects are served stale only when their origin says so. */
+const staleIfErrorFallback = (rt: WorkerRuntime, req: HttpRequest): number => (req.verdict.rule === "platform-domain" ? rt.config.cache.stale_if_error_s : 0);
 
 /**
  * Phase 1: where the request goes. Inside a tunnel the Host (and an absolute-form target) must be the CONNECT host;

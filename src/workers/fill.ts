@@ -8,12 +8,15 @@
  * dropped. How a fill ended is a `FillOutcome` value (core/cache/plan.ts), never words in an error message.
  */
 import { statfsSync } from "node:fs";
+import { logTarget } from "../core/log-redact";
 import { ProxyError, statusFor } from "../core/errors";
 import { type Headers, getHeader } from "../core/http1/head";
-import { type CacheDefaults, type NoStoreReason, type StoredResponse, ageHeaderValue, answerConditional, invalidationTargets, isUnsafeMethod } from "../core/cache/freshness";
+import { type CacheDefaults, type NoStoreReason, type StoredResponse, ageHeaderValue, invalidationTargets, isUnsafeMethod } from "../core/cache/freshness";
+import { planRange, planServe } from "../core/cache/serve";
 import { type FillOutcome, planOriginResponse } from "../core/cache/plan";
 import { primaryKey, varyKey } from "../core/cache/key";
 import { type Entry, FillError, type FillTail, type FillWriter, type Store } from "../store/cache/store";
+import type { FillHead } from "../store/cache/fill-tail";
 import type { HttpRequest, Responder } from "./http-session";
 import type { ExchangeHandle } from "./origin-client";
 import type { WorkerRuntime } from "./runtime";
@@ -163,17 +166,23 @@ export function failWith(res: Responder, e: ProxyError): void {
   res.error(statusFor(e), e.message);
 }
 
-/** Serve a stored entry; false when its blob failed verification (it has been dropped: the caller refetches). */
+/**
+ * Serve a stored entry — 304 to a matching conditional, 206/416 to a byte range, else whole (core/cache/serve.ts);
+ * false when its blob failed verification (it has been dropped: the caller refetches). Every answer carries the
+ * entry's current Age (RFC 9111 §5.1, §4.2.3).
+ */
 export async function serveEntry(rt: WorkerRuntime, s: Store, entry: Entry, req: HttpRequest, res: Responder): Promise<boolean> {
   const head = req.method === "HEAD";
   const body = head ? null : s.body(entry);
   if (!head && body === null) return false;
   const counters = cacheCounters(rt);
   counters.hits++;
+  const age: [string, string] = ["Age", ageHeaderValue(toStored(entry), rt.now())];
   const headers = wireless(entry.headers);
-  headers.push(["Age", ageHeaderValue(toStored(entry), rt.now())]);
-  if (answerConditional(req.headers, entry.headers, entry.status) === 304) {
-    res.head(304, headers, null);
+  headers.push(age);
+  const plan = planServe(req.method, req.headers, entry.status, entry.headers, entry.size);
+  if (plan.do === "notModified") {
+    res.head(304, [...plan.headers, age], null);
     res.end();
     s.touch(entry, 0);
     return true;
@@ -185,10 +194,23 @@ export async function serveEntry(rt: WorkerRuntime, s: Store, entry: Entry, req:
     s.touch(entry, 0);
     return true;
   }
-  res.head(entry.status, headers, entry.size);
+  if (plan.do === "unsatisfiable") {
+    // RFC 9110 §15.5.17: 416 with the current length
+    res.head(416, [...headers.filter(([k]) => !/^content-(type|encoding)$/i.test(k)), ["Content-Range", plan.contentRange]], 0);
+    res.end();
+    s.touch(entry, 0);
+    return true;
+  }
+  let from = 0, to = entry.size;
+  if (plan.do === "partial") {
+    from = plan.range.start;
+    to = plan.range.end + 1;
+    headers.push(["Content-Range", plan.contentRange]);
+    res.head(206, headers, to - from);
+  } else res.head(entry.status, headers, entry.size);
   let sent = 0;
-  for (let off = 0; off < body!.byteLength && !res.closed; off += SERVE_SLICE) {
-    const slice = body!.subarray(off, Math.min(off + SERVE_SLICE, body!.byteLength));
+  for (let off = from; off < to && !res.closed; off += SERVE_SLICE) {
+    const slice = body!.subarray(off, Math.min(off + SERVE_SLICE, to));
     sent += slice.byteLength;
     if (!res.write(slice)) await new Promise<void>((r) => res.onDrain(r));
   }
@@ -203,37 +225,73 @@ export type TailEnd =
   /** the agent got the fill's answer (whole, or cut mid-body when the fill broke: `outcome` says how it ended) */
   | { end: "answered"; outcome: FillOutcome }
   /** nothing was sent: look again (`outcome` says why) */
-  | { end: "again"; outcome: LookAgain };
+  | { end: "again"; outcome: LookAgain }
+  /** (only with `fallback`) the fill failed before any byte was sent: the caller serves its stale entry instead */
+  | { end: "error"; outcome: FillOutcome; detail: string };
 
-/** Stream a fill to one agent. */
-export async function streamTail(rt: WorkerRuntime, tail: FillTail, req: HttpRequest, res: Responder): Promise<TailEnd> {
+export type TailOptions = {
+  /** sees the fill's head before the agent's head is written (cache-request fills in Cache-Status from it) */
+  see?: (h: FillHead) => void;
+  /** a stale entry may stand in when the fill fails (RFC 5861 stale-if-error): return instead of answering */
+  fallback?: boolean;
+};
+
+/** The response as the fill received it, for the Age calculation of RFC 9111 §4.2.3. */
+const asStored = (h: FillHead, url: string): StoredResponse => ({ status: h.status, headers: h.headers, requestTime: h.requestTime, responseTime: h.responseTime, url, method: "GET", requestHeaders: [] });
+
+/**
+ * Stream a fill to one agent: the first, forwarded response carries its Age too (RFC 9111 §5.1: the origin's Age
+ * plus the response delay and the time since), and the agent's conditionals and Range are answered from the
+ * arriving response (core/cache/serve.ts) — a Range on a miss gets its 206 as those bytes arrive, from the one
+ * whole-object fill, instead of a range fetch per agent.
+ */
+export async function streamTail(rt: WorkerRuntime, tail: FillTail, req: HttpRequest, res: Responder, o: TailOptions = {}): Promise<TailEnd> {
   const counters = cacheCounters(rt);
   const h = await tail.head();
   if (!h.ok) {
     tail.close();
     if (isLookAgain(h.outcome)) return { end: "again", outcome: h.outcome };
+    if (o.fallback) return { end: "error", outcome: h.outcome, detail: h.detail };
     const e = new FillError(tail.key, h.outcome, h.detail);
     res.error(statusFor(e), h.detail || `the download of ${req.url} failed`);
     return { end: "answered", outcome: h.outcome };
   }
   const head = h.head;
+  o.see?.(head);
   const len = getHeader(head.headers, "content-length");
+  const size = len !== undefined && /^\d+$/.test(len) ? Number(len) : null;
+  const age: [string, string] = ["Age", ageHeaderValue(asStored(head, req.url), rt.now())];
   const headers = wireless(head.headers);
-  if (req.method === "HEAD") {
-    if (len !== undefined) headers.push(["Content-Length", len]);
-    res.head(head.status, headers, null);
+  headers.push(age);
+  // Without a length the range cannot be placed yet: conditionals only, the whole body.
+  const plan = planServe(req.method, size === null ? req.headers.filter(([k]) => k.toLowerCase() !== "range") : req.headers, head.status, head.headers, size ?? 0);
+  if (plan.do === "notModified" || req.method === "HEAD" || plan.do === "unsatisfiable") {
+    if (plan.do === "notModified") res.head(304, [...plan.headers, age], null);
+    else if (plan.do === "unsatisfiable") res.head(416, [...headers, ["Content-Range", plan.contentRange]], 0);
+    else res.head(head.status, len !== undefined ? [...headers, ["Content-Length", len]] : headers, null);
     res.end();
     tail.close();
     return { end: "answered", outcome: "delivered" };
   }
   const noBody = head.status === 204 || head.status === 304;
-  res.head(head.status, headers, noBody ? null : len !== undefined && /^\d+$/.test(len) ? Number(len) : null);
-  let sent = 0;
+  // [from, to): the bytes of the fill this agent gets
+  let from = 0, to = Number.MAX_SAFE_INTEGER;
+  if (plan.do === "partial") {
+    from = plan.range.start;
+    to = plan.range.end + 1;
+    res.head(206, [...headers, ["Content-Range", plan.contentRange]], to - from);
+  } else res.head(head.status, headers, noBody ? null : size);
+  let sent = 0, at = 0;
   try {
     for await (const chunk of tail) {
       if (res.closed) break; // the agent left; the fill goes on for the others
-      sent += chunk.byteLength;
-      if (!res.write(chunk)) await new Promise<void>((r) => res.onDrain(r));
+      const a = at;
+      at += chunk.byteLength;
+      if (at <= from) continue;
+      const part = a >= from && at <= to ? chunk : chunk.subarray(Math.max(0, from - a), Math.min(chunk.byteLength, to - a));
+      sent += part.byteLength;
+      if (!res.write(part)) await new Promise<void>((r) => res.onDrain(r));
+      if (at >= to) break; // the range is complete; the fill goes on for the others
     }
   } catch (e) {
     counters.bytes_served += sent;
@@ -248,10 +306,31 @@ export async function streamTail(rt: WorkerRuntime, tail: FillTail, req: HttpReq
   return { end: "answered", outcome: "stored" };
 }
 
+/**
+ * RFC 5861 §3: revalidate `entry` behind a stale answer — one revalidation per object however many agents ask:
+ * when a fill of the key already runs (in any worker), this one is not started. False when it was not.
+ */
+export function revalidateInBackground(rt: WorkerRuntime, s: Store, key: string, req: HttpRequest, entry: Entry, validators: Headers, d: CacheDefaults): boolean {
+  const claim = s.claimFill(key);
+  if (claim.role === "waiter") {
+    claim.tail.close();
+    return false;
+  }
+  void runFill(rt, s, claim.fill, req, entry, validators, d, { noStore: null, freshened: false, staleOnError: true });
+  return true;
+}
+
 // ───────────────────────────── the fill ─────────────────────────────
 
-/** What the filler learnt, for the access line of the request that started it. */
-export type FillNote = { noStore: NoStoreReason | null; freshened: boolean };
+/** What the filler learnt, for the access line of the request that started it; `staleOnError` (in): a stale
+ * entry may stand in, so a 5xx from the origin fails the fill instead of replacing the entry (RFC 5861 §4). */
+export type FillNote = {
+  noStore: NoStoreReason | null;
+  freshened: boolean;
+  staleOnError?: boolean;
+  /** (in) where the origin's 1xx go: the filler's own agent, which has no head yet; waiters never see them */
+  interim?: (status: number, headers: Headers) => void;
+};
 
 /** The one upstream download for a whole object, detached from any agent. `stale`: the entry we revalidate. */
 export async function runFill(
@@ -278,7 +357,7 @@ export async function runFill(
   let received = 0;
   const failed = (e: Error) => {
     counters.fill_errors++;
-    log("warn", "cache fill failed", { url: req.url, error: e.message });
+    log("warn", "cache fill failed", { url: logTarget(req.url), error: e.message });
     fill.fail("failed", e.message);
   };
   await new Promise<void>((resolve) => {
@@ -291,6 +370,9 @@ export async function runFill(
       .start(
         { scheme: req.scheme, target: req.target, method: "GET", path: req.path, headers, body: { kind: "none" } },
         {
+          onInterim(h) {
+            note.interim?.(h.status, h.headers.filter(([k]) => !WIRE.has(k.toLowerCase())));
+          },
           onHead(h) {
             const responseTime = rt.now();
             const plan = planOriginResponse({ method: "GET", headers: req.headers, url: req.url }, h, staleStored, defaults);
@@ -301,6 +383,12 @@ export async function runFill(
               freshened = note.freshened = true;
               fill.fail("revalidated");
               return;
+            }
+            if (stale !== null && note.staleOnError && h.status >= 500) {
+              // RFC 5861 §4: "an error is any situation that would result in a 500, 502, 503 or 504": keep the
+              // stored entry and let the waiters serve it stale.
+              fill.fail("failed", `the origin answered ${h.status} to the revalidation`);
+              return abandon();
             }
             // Every answer but a 304 goes through the fill's temp file: one that cannot fit is given up before any
             // agent sees a byte, and its waiters look again, find the disk full and are passed through.
@@ -315,7 +403,8 @@ export async function runFill(
               counters.not_storable++;
               note.noStore = plan.reason;
             } else vary = plan.vary;
-            const kept = plan.do === "store" ? plan.headers : h.headers.filter(([k]) => !WIRE.has(k.toLowerCase()) || k.toLowerCase() === "content-length");
+            // Age stays: the agents' Age is computed from it (RFC 9111 §4.2.3 corrected_age_value)
+            const kept = plan.do === "store" ? plan.headers : h.headers.filter(([k]) => !WIRE.has(k.toLowerCase()) || /^(content-length|age)$/i.test(k));
             fill.setHead(h.status, kept, { requestTime, responseTime });
           },
           onData(chunk) {
@@ -344,7 +433,7 @@ export async function runFill(
               } else fill.commit(null);
             } catch (e) {
               counters.fill_errors++;
-              log("error", "cache commit failed", { url: req.url, error: (e as Error).message });
+              log("error", "cache commit failed", { url: logTarget(req.url), error: (e as Error).message });
             }
             resolve();
           },

@@ -29,6 +29,7 @@ export function forward(
       .start(
         { scheme: req.scheme, target: req.target, method: req.method, path: req.path, headers: req.headers, body: req.body },
         {
+          onInterim: (h) => res.interim?.(h.status, stripHopByHop(h.headers)),
           onHead: (h) => {
             onHead?.(h.status, h.headers);
             const noBody = req.method === "HEAD" || h.status === 204 || h.status === 304;

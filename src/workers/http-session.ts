@@ -53,12 +53,15 @@ export type HttpRequest = {
 /** How the cache layer answers: a head, then body chunks with back-pressure, then the end. */
 export type Responder = {
   head(status: number, headers: Headers, bodyLength: number | null, reason?: string): void;
+  /** relay an interim 1xx before the head (dropped for HTTP/1.0 agents, RFC 9110 §15.2, and after the head) */
+  interim?(status: number, headers: Headers): void;
   write(chunk: Uint8Array): boolean;
   end(): void;
   /** called once when the client can take more after write() returned false */
   onDrain(f: () => void): void;
-  /** answer `status` with a short text body, or cut the connection when the head was sent already */
-  error(status: number, reason: string): void;
+  /** answer `status` with a short text body (plus `headers`, e.g. Cache-Status), or cut the connection when the
+   * head was sent already */
+  error(status: number, reason: string, headers?: Headers): void;
   readonly closed: boolean;
   /** the status sent (0 before any) and the bytes written towards the agent (head and body), for the access log */
   readonly status: number;
@@ -95,6 +98,8 @@ export class HttpSession {
   private drainWaiters: (() => void)[] = [];
   private clientEnded = false;
   requests = 0;
+  /** a response head was sent for the current request */
+  private answering = false;
   /** when the head being read started (its first byte, or the end of the TLS handshake for the first one); 0 = none */
   private headSince = 0;
   private headTimer: ReturnType<typeof setTimeout> | null = null;
@@ -122,7 +127,10 @@ export class HttpSession {
     io.on("drain", () => this.flushDrainWaiters());
     io.on("end", () => {
       if (!this.busy) this.close();
-      else this.clientEnded = true;
+      else {
+        this.clientEnded = true;
+        this.cutBody();
+      }
     });
     io.on("close", () => this.close());
     io.on("error", () => {
@@ -281,6 +289,26 @@ export class HttpSession {
     const first = early && this.buf ? concat(early, this.buf) : (early ?? this.buf);
     this.buf = null;
     if (first) this.onBodyBytes(first);
+    if (this.clientEnded) this.cutBody();
+  }
+
+  /**
+   * The agent half-closed while its body was incomplete: the body can never end, so the exchange fails now (the
+   * sink aborts, the agent gets 400) instead of holding the connection and an origin connection until idle_timeout_s
+   * (issue 12, mutation run: "Content-Length: 99999999" then FIN hung).
+   */
+  private cutBody() {
+    const dec = this.bodyDecoder;
+    if (!dec || dec.done) return;
+    try {
+      dec.end();
+    } catch (e) {
+      this.bodyDecoder = null;
+      this.bodySink?.abort();
+      // an answer already under way (an origin that answered before the body ended) can only be cut
+      if (this.answering) this.close();
+      else this.fatal(e);
+    }
   }
 
   private onBodyBytes(d: Uint8Array) {
@@ -312,6 +340,7 @@ export class HttpSession {
   /** The response is complete: next request. */
   private next() {
     this.busy = false;
+    this.answering = false;
     this.bodySink = null;
     this.resumeInput();
     queueMicrotask(() => this.pump());
@@ -340,6 +369,10 @@ export class HttpSession {
       get bytesOut() {
         return bytesOut;
       },
+      interim(st, headers) {
+        if (headSent || ended || session.closed || req.version !== "1.1" || st < 100 || st > 199 || st === 101) return;
+        send(serializeResponseHead({ status: st, headers }));
+      },
       head(st, headers, bodyLength, reason) {
         const h: Headers = [...headers];
         if (req.method === "HEAD" || st === 204 || st === 304) {
@@ -351,6 +384,7 @@ export class HttpSession {
         } else keepAlive = false;
         if (!keepAlive) h.push(["Connection", "close"]);
         headSent = true;
+        session.answering = true;
         status = st;
         send(serializeResponseHead({ status: st, reason, headers: h }));
       },
@@ -377,7 +411,7 @@ export class HttpSession {
         if (!session.congested()) return queueMicrotask(f);
         session.drainWaiters.push(f);
       },
-      error(st, reason) {
+      error(st, reason, extra) {
         if (ended) return;
         ended = true;
         if (headSent) {
@@ -387,7 +421,7 @@ export class HttpSession {
         }
         status = st;
         if (!session.closed) {
-          send(makeErrorResponse(st, reason));
+          send(makeErrorResponse(st, reason, extra));
           io.end();
         }
         session.closed = true;

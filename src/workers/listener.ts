@@ -32,6 +32,7 @@ import type { ClientConn, WorkerRuntime } from "./runtime";
 import { flushPending, writeOrPend } from "./pipe";
 import { type PipeEnd, makePipeEnd, onPipeDrain, onPipeEnd, pipeWrite, shutWhenFlushed } from "./tunnel";
 import { type OriginConn, dialTarget, onHandshakeClose, onHandshakeData } from "./upstream";
+import { observe } from "../core/histogram";
 import { interceptConnection } from "./intercept";
 
 export type { PortKind };
@@ -99,6 +100,12 @@ function run(shell: Shell, sock: Socket<ClientConn>, cmds: ConnCommand[]): void 
   for (const cmd of cmds) exec(shell, sock, cmd);
 }
 
+/** A client that got a tunnel: an agent (`cacheIps` feed active and total agents), and a proxy-port user. */
+function noteServed(rt: WorkerRuntime, c: ClientConn) {
+  rt.cacheIps.add(c.ip);
+  if (c.port === "proxy") rt.proxyIps.add(c.ip);
+}
+
 function exec(shell: Shell, sock: Socket<ClientConn>, cmd: ConnCommand): void {
   const c = sock.data;
   const { rt } = shell;
@@ -119,6 +126,7 @@ function exec(shell: Shell, sock: Socket<ClientConn>, cmd: ConnCommand): void {
     case "intercept":
       rt.counters.activeTunnels++;
       rt.counters.totalTunnels++;
+      if (c.port === "proxy") rt.proxyIps.add(c.ip); // agents: counted by cache-request.ts when answered
       interceptConnection(rt, sock, cmd.early);
       return;
     case "refuse":
@@ -180,6 +188,9 @@ async function dial(shell: Shell, sock: Socket<ClientConn>, target: Target) {
   c.peer = origin as unknown as Socket<PipeEnd>;
   rt.counters.activeTunnels++;
   rt.counters.totalTunnels++;
+  noteServed(rt, c);
+  // Real traffic counts for the platform link: a tunnel to a platform host is a "connected on" (issue 10).
+  if (c.verdict?.rule === "platform-domain") rt.platformSeen.add(target.host);
   const cmds = onDialled(c, d.via, rt.now()); // [writeClient(200 Connection established), …]
   // The answer to the CONNECT goes first, then whatever the upstream proxy sent after its own 200.
   exec(shell, sock, cmds[0]!);
@@ -200,14 +211,15 @@ function makeClientHandlers(shell: Shell, port: PortKind): SocketHandler<ClientC
       const admitted = !rt.draining && admit(rt);
       const c: ClientConn = {
         ...makePipeEnd(now),
-        ...makeSession(rt, { id: rt.makeId(), ip: sock.remoteAddress, remotePort: sock.remotePort, port, admitted }, now),
+        ...makeSession(rt, { id: rt.makeId(), ip: sock.remoteAddress, remotePort: sock.remotePort, port, admitted, jitter: rt.random() }, now),
         bytesIn: 0,
         intercept: null,
       };
       sock.data = c;
       shell.conns.add(sock);
       rt.counters.activeConnections++;
-      (port === "proxy" ? rt.proxyIps : rt.cacheIps).add(c.ip);
+      // Client IPs are counted when the client is served (a tunnel, an intercepted connection, a cache-port
+      // answer), not here: /healthz probes and refused clients are not agents (issue 10).
       run(shell, sock, onOpen(c, now));
     },
     data(sock, data) {
@@ -259,7 +271,10 @@ function makeClientHandlers(shell: Shell, port: PortKind): SocketHandler<ClientC
         if (peer.data.pending) peer.data.shutdownAfterFlush = true;
         else peer.end();
       }
-      if (wasTunnel) rt.counters.activeTunnels--;
+      if (wasTunnel) {
+        rt.counters.activeTunnels--;
+        observe((rt.counters.durations ??= {}), c.port === "proxy" ? "connection:proxy" : "connection:cache", (rt.now() - c.started) / 1000);
+      }
       if (!c.endReason && c.readEnded) noteEnd(c, "client-closed");
       run(shell, sock, onClosed(c, { bytesIn: c.bytesIn, bytesOut: c.bytesOut }, rt.now()));
     },

@@ -25,6 +25,8 @@ import { flushPending, writeOrPend } from "./pipe";
 
 export type ResponseSink = {
   onHead(head: ResponseHead): void;
+  /** an interim 1xx (100, 102, 103 Early Hints) before the final head, in order (RFC 9110 §15.2) */
+  onInterim?(head: ResponseHead): void;
   /** return false to pause the origin until `exchange.resume()` */
   onData(chunk: Uint8Array): boolean;
   onEnd(): void;
@@ -114,7 +116,11 @@ class Exchange {
         }
         this.buf = null;
         if (head.status >= 100 && head.status < 200) {
-          // Interim responses (100 Continue, 103) are not relayed; we answered Expect ourselves.
+          // Interim responses (100, 102, 103 Early Hints): handed to the sink, which relays them to its agent
+          // (RFC 9110 §15.2: a proxy MUST forward 1xx unless it asked for them itself); never stored. 101 only
+          // follows an Upgrade, which agate never sends upstream.
+          this.sink.onInterim?.(head);
+          if (this.finished) return;
           const rest = buf.subarray(head.headBytes);
           if (rest.byteLength) this.onBytes(rest.slice());
           return;

@@ -10,7 +10,7 @@
 import { closeSync, openSync, readSync } from "node:fs";
 import { resolve } from "node:path";
 import { patchDir } from "../store/cache/paths";
-import { volumeInfo } from "../store/patch-volume";
+import { patchBudget } from "../store/patch-volume";
 import type { Config } from "../core/config";
 import { ProxyError } from "../core/errors";
 import { type Headers, getHeader } from "../core/http1/head";
@@ -74,7 +74,7 @@ export function applyPatchMode(rt: WorkerRuntime, config: Config): void {
   if (rt.patchStore && rt.patchStore.dir === dir) return;
   closePatchStore(rt); // a new volume: the old store goes
   rt.patchStore = Store.open(dir, {
-    maxBytes: volumeInfo(config.patch.volume!).size,
+    maxBytes: patchBudget(config), // below the volume's high-water mark, whatever else is on it (issue 10)
     highWater: 0.9,
     lowWater: 0.85,
     owner: `${process.pid}:${rt.index}:patch`,

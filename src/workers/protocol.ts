@@ -3,9 +3,12 @@
  * The only thing not sent through msgpackr is the admission SharedArrayBuffer, which rides beside
  * the init message as structured clone (msgpackr cannot share memory).
  */
+import type { DurationKind, Histogram } from "../core/histogram";
 import { Packr } from "msgpackr";
 import type { Config } from "../core/config";
 import type { CaPems } from "../store/ca-store";
+import type { PrefillItem } from "../core/cache-ops";
+import type { PortHealth } from "../core/health";
 
 export const packr = new Packr({ structuredClone: false, useRecords: false });
 
@@ -22,6 +25,10 @@ export type WorkerCounters = {
   cache?: Record<string, number>;
   /** patch mode: totals and per host */
   patch?: Record<string, number | Record<string, { fetched: number; served: number }>>;
+  /** cache port: requests per host by phase (workers/cache-hosts.ts), for the hit ratio by host */
+  cacheHosts?: Record<string, { hits: number; misses: number; bypass: number }>;
+  /** duration histograms per port (core/histogram.ts), for /metrics */
+  durations?: Partial<Record<DurationKind, Histogram>>;
 };
 
 export const emptyCounters = (): WorkerCounters => ({
@@ -37,16 +44,32 @@ export const emptyCounters = (): WorkerCounters => ({
 export type SupervisorToWorker =
   | { t: "init"; index: number; config: Config; ports: { proxy: number; cache: number }; ca: CaPems | null; bootId: string }
   | { t: "config"; config: Config; ports: { proxy: number; cache: number }; ca: CaPems | null }
+  /** health as the supervisor decided it (core/health.ts): what /healthz answers on each port, fail fast */
+  | { t: "health"; health: PortHealth }
   | { t: "drain" }
   | { t: "crash" } // admin/test: make this worker die, to exercise the restart path
-  | { t: "stop" };
+  | { t: "stop" }
+  /** warm the cache: run `urls` through the cache port's story, `concurrency` at a time (workers/prefill.ts) */
+  | { t: "prefill"; job: string; urls: string[]; concurrency: number };
 
 export type WorkerToSupervisor =
   | { t: "ready"; index: number; ports: { proxy: number; cache: number } }
   | { t: "listen-error"; index: number; message: string }
-  | { t: "stats"; index: number; counters: WorkerCounters; proxyIps: string[]; cacheIps: string[]; rss?: number }
+  | {
+      t: "stats";
+      index: number;
+      counters: WorkerCounters;
+      proxyIps: string[];
+      cacheIps: string[];
+      rss?: number;
+      /** health facts: bytes the cache store waits for while its disk is full (null: not full); platform hosts
+       * a tunnel or fill reached since the last report (real traffic counts as "connected on") */
+      cacheNoSpace?: number | null;
+      platformSeen?: string[];
+    }
   | { t: "log"; lines: string[] }
-  | { t: "drained"; index: number };
+  | { t: "drained"; index: number }
+  | { t: "prefill-progress"; index: number; job: string; items: PrefillItem[]; finished: boolean };
 
 export const encode = (m: SupervisorToWorker | WorkerToSupervisor): Uint8Array => packr.pack(m);
 export const decode = <T extends SupervisorToWorker | WorkerToSupervisor>(b: Uint8Array): T => packr.unpack(b) as T;

@@ -19,6 +19,7 @@ import type { MinTls } from "../core/config";
 import type { Store } from "../store/cache/store";
 import type { Origins } from "./origin-client";
 import type { AgentCa } from "../core/ca-page";
+import type { PortHealth } from "../core/health";
 
 /** Milliseconds since the epoch. The worker passes `Date.now`; session tests pass a fixed clock. */
 export type Clock = () => number;
@@ -80,6 +81,12 @@ export type WorkerRuntime = WorkerServices & {
   /** distinct client IPs since the last stats report */
   proxyIps: Set<string>;
   cacheIps: Set<string>;
+  /** platform hosts reached by a tunnel or a fill since the last stats report (issue 10: real traffic counts) */
+  platformSeen: Set<string>;
+  /** the supervisor's health decision for this worker's ports (/healthz, fail fast); null until the first push */
+  health: PortHealth | null;
+  /** a random number in [0, 1) per connection, for the Retry-After jitter (core stays free of randomness) */
+  random: () => number;
 };
 
 /**

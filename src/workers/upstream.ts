@@ -13,7 +13,7 @@ import { isIPv4, isIPv6 } from "../core/config";
 import type { Target } from "../core/types";
 import { NEED_MORE, getHeaderAll, parseResponseHead, type ResponseHead } from "../core/http1/head";
 import { BodyDecoder, framingForResponse } from "../core/http1/body";
-import { type NtlmCrypto, type ProxyAuthExchange, onProxyAuthRequired, openProxyAuth } from "../core/proxy-auth";
+import { type NtlmCrypto, type ProxyAuthExchange, type ProxyAuthFailure, onProxyAuthRequired, openProxyAuth } from "../core/proxy-auth";
 import { decideAddress, mappedAddress, type Policy } from "../core/policy";
 import { type PipeEnd, makePipeEnd } from "./tunnel";
 import { HeadAccumulator } from "./pipe";
@@ -203,7 +203,7 @@ export function onHandshakeData(sock: Socket<OriginConn>, chunk: Uint8Array): vo
   // The upstream's own one-line reason, when its body already arrived with the head.
   const said = new TextDecoder("latin1").decode(buf.subarray(res.headBytes, res.headBytes + 300)).split(/\r?\n/)[0]!.trim();
   const hint = res.status === 403 ? ` (the upstream proxy does not allow ${hs.target.host})` : "";
-  fail(sock, hs, `${refused}${said ? ` (${printable(said, 200)})` : ""}${hint}`);
+  fail(sock, hs, `${refused}${said ? ` (${printable(said, 200)})` : ""}${hint}`, res.status);
 }
 
 /** A 407: the exchange says what to send next (NTLM's AUTHENTICATE) or why it ends (core/proxy-auth.ts). */
@@ -216,24 +216,35 @@ function onProxyAuth407(sock: Socket<OriginConn>, hs: Handshake, res: ResponseHe
       now: hs.now,
     });
   } catch (e) {
-    return fail(sock, hs, `${refused}: ${(e as Error).message}`);
+    return fail(sock, hs, `${refused}: ${(e as Error).message}`, 407);
   }
-  if (step.next === "fail") return fail(sock, hs, `${refused}: ${step.detail}`);
+  if (step.next === "fail") return fail(sock, hs, `${refused}: ${step.detail}`, 407, step.reason);
   // NTLM authenticates the connection (RFC 4559 §4 for its HTTP use): the next CONNECT must go on this one.
   const conn = getHeaderAll(res.headers, "connection").join(",").toLowerCase();
   const framing = framingForResponse("CONNECT", res.status, res.headers);
   if (/\bclose\b/.test(conn) || (res.version === "1.0" && !/\bkeep-alive\b/.test(conn)) || framing.kind === "close")
-    return fail(sock, hs, `${refused}: it closes the connection after its NTLM challenge, and NTLM needs the same connection kept open`);
+    return fail(sock, hs, `${refused}: it closes the connection after its NTLM challenge, and NTLM needs the same connection kept open`, 407);
   const body = new BodyDecoder(framing);
   hs.skip = body;
   hs.next = step.authorization;
   if (after.byteLength || body.done) onHandshakeData(sock, after.slice());
 }
 
-function fail(sock: Socket<OriginConn>, hs: Handshake, msg: string): void {
+/** The upstream proxy's "no" as values (its status, why the auth failed), so diagnostics need not read the message. */
+export class UpstreamProxyRefusal extends ProxyError {
+  constructor(
+    msg: string,
+    readonly status: number | null,
+    readonly authFailure: ProxyAuthFailure | null,
+  ) {
+    super("PX_UPSTREAM_PROXY", "upstream", msg);
+  }
+}
+
+function fail(sock: Socket<OriginConn>, hs: Handshake, msg: string, status: number | null = null, auth: ProxyAuthFailure | null = null): void {
   sock.data.hs = null;
   sock.terminate();
-  hs.reject(new ProxyError("PX_UPSTREAM_PROXY", "upstream", msg));
+  hs.reject(new UpstreamProxyRefusal(msg, status, auth));
 }
 
 /** Origin closed during the handshake. */

@@ -13,9 +13,9 @@ import { log, setLogSink } from "../log";
 import type { CaPems } from "../store/ca-store";
 import type { Config } from "../core/config";
 import { compilePolicy } from "../core/policy";
+import { runPrefill } from "./prefill";
 import { applyCacheMode, cacheReport, makeCacheServices } from "./cache-request";
-import type { AgentCa } from "../core/ca-page";
-import { createHash } from "node:crypto";
+import { agentCaKey, makeAgentCa } from "../store/agent-ca";
 
 /** The one runtime of this worker, and its listening side; both made at init. */
 let rt: WorkerRuntime;
@@ -38,6 +38,9 @@ function makeRuntime(m: Extract<SupervisorToWorker, { t: "init" }>, admission: S
     counters: emptyCounters(),
     proxyIps: new Set(),
     cacheIps: new Set(),
+    platformSeen: new Set(),
+    health: null,
+    random: Math.random,
   };
 }
 
@@ -49,25 +52,14 @@ function setConfig(config: Config) {
 /** Cache mode: the active CA for leaves, and interception on the cache port; the CA agents download either way. */
 async function applyCache(config: Config, ca: CaPems | null) {
   await applyCacheMode(rt, config, ca); // sets rt.intercepting too
-  if (ca?.rootPem !== agentCaFrom) {
+  const key = agentCaKey(ca); // the root, its package and the next CA (store/agent-ca.ts)
+  if (key !== agentCaFrom) {
     rt.agentCa = ca ? makeAgentCa(ca) : null;
-    agentCaFrom = ca?.rootPem;
+    agentCaFrom = key;
   }
 }
 
 let agentCaFrom: string | undefined;
-
-/** Decode and hash the root once per CA, so the agent ports answer `/ca.*` from bytes (core/ca-page.ts). */
-function makeAgentCa(ca: CaPems): AgentCa {
-  const BEGIN = "-----BEGIN CERTIFICATE-----";
-  const END = "-----END CERTIFICATE-----";
-  const from = Math.max(0, ca.rootPem.indexOf(BEGIN));
-  const to = ca.rootPem.indexOf(END, from);
-  const b64 = ca.rootPem.slice(from + BEGIN.length, to === -1 ? undefined : to).replace(/\s+/g, "");
-  const der = new Uint8Array(Buffer.from(b64, "base64"));
-  const hex = createHash("sha256").update(der).digest("hex").toUpperCase();
-  return { pem: new TextEncoder().encode(ca.rootPem), der, sha256: hex.match(/../g)!.join(":"), commonName: ca.commonName, notAfter: ca.notAfter };
-}
 
 declare const self: Worker;
 
@@ -130,9 +122,12 @@ function report() {
     proxyIps: [...rt.proxyIps],
     cacheIps: [...rt.cacheIps],
     rss: undefined,
+    cacheNoSpace: rt.cacheNoSpace ? rt.cacheNoSpace.needed : null,
+    platformSeen: [...rt.platformSeen],
   });
   rt.proxyIps.clear();
   rt.cacheIps.clear();
+  rt.platformSeen.clear();
 }
 
 self.onmessage = async (ev: MessageEvent) => {
@@ -165,6 +160,9 @@ self.onmessage = async (ev: MessageEvent) => {
       }
       return;
     }
+    case "health":
+      rt.health = m.health; // conn-session reads it for /healthz and fail fast
+      return;
     case "drain": {
       listeners.proxy?.stop(false);
       listeners.cache?.stop(false);
@@ -173,6 +171,10 @@ self.onmessage = async (ev: MessageEvent) => {
       flushLogs();
       return;
     }
+    case "prefill":
+      // warm the cache through the cache port's own story; progress snapshots go back as they come
+      void runPrefill(rt, m.urls, m.concurrency, (items, finished) => post({ t: "prefill-progress", index: rt.index, job: m.job, items, finished }));
+      return;
     case "crash":
       // The restart path must be exercised for real: an uncaught error, like a bug would cause.
       setTimeout(() => {

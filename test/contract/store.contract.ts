@@ -277,6 +277,60 @@ export function storeContract(name: string, h: StoreHarness): void {
       }
     });
 
+    test("purge (issue 9): a URL takes all its variants, a prefix or a host only what it names, all the rest; a body already read stays intact", () => {
+      const dir = h.makeDir();
+      const s = h.open(dir);
+      const admin = h.open(dir); // the admin's purge runs in another Store on the directory, as in the gateway
+      try {
+        const A = "GET https://dl.example.test/a/manifest.json";
+        storeBody(s, A, makeChunk(1, 100), { vary: "accept", reqHeaders: [["accept", "a"]] });
+        storeBody(s, A, makeChunk(2, 110), { vary: "accept", reqHeaders: [["accept", "b"]] });
+        storeBody(s, "GET https://dl.example.test/a/x.cab", makeChunk(3, 120));
+        storeBody(s, "GET https://dl.example.test/b/y.cab", makeChunk(4, 130));
+        const z = s.body(storeBody(s, "GET https://other.example.test:8443/z", makeChunk(5, 140)))!; // an agent reads it meanwhile
+        storeBody(s, "GET https://other.example.test/q", makeChunk(6, 150));
+        expect(s.usage()).toEqual({ entries: 6, bytes: 750 });
+        // the URL in another spelling (percent-encoding of an unreserved character, the default port): same key
+        expect(admin.purge({ url: "https://dl.example.test:443/a/m%61nifest.json" })).toEqual({ objects: 2, bytes: 210 });
+        expect(s.lookup(A, [["accept", "a"]])).toBeNull();
+        expect(s.lookup(A, [["accept", "b"]])).toBeNull();
+        expect(admin.purge({ url: "https://dl.example.test/a/manifest.json" })).toEqual({ objects: 0, bytes: 0 });
+        expect(admin.purge({ prefix: "https://dl.example.test/a/" })).toEqual({ objects: 1, bytes: 120 });
+        expect(s.lookup("GET https://dl.example.test/b/y.cab", [])).not.toBeNull();
+        // a host without a port names it on every port
+        expect(admin.purge({ host: "other.example.test:8443" })).toEqual({ objects: 1, bytes: 140 });
+        expect(admin.purge({ host: "other.example.test" })).toEqual({ objects: 1, bytes: 150 });
+        expect(Buffer.from(z).equals(Buffer.from(makeChunk(5, 140)))).toBe(true); // unlinked, not truncated
+        expect(admin.purge({ all: true })).toEqual({ objects: 1, bytes: 130 });
+        expect(s.usage()).toEqual({ entries: 0, bytes: 0 });
+        // a purged key is filled afresh: the next claim is a filler, not a waiter on the old fill row
+        expect(s.claimFill("GET https://dl.example.test/b/y.cab").role).toBe("filler");
+      } finally {
+        (admin.close(), s.close());
+      }
+    });
+
+    test("evictions are counted in the index: every Store on the directory reads the same totals", () => {
+      let now = 1_000_000;
+      const dir = h.makeDir();
+      const [s, other] = [h.open(dir, { maxBytes: 1000, highWater: 0.9, lowWater: 0.5, clock: () => now }), h.open(dir)];
+      try {
+        expect(other.evictions()).toEqual({ objects: 0, bytes: 0 });
+        for (let i = 0; i < 10; i++) {
+          now += 10;
+          storeBody(s, `${K}?n=${i}`, makeChunk(100 + i, 100));
+        }
+        expect(s.evictIfNeeded()).toEqual({ evicted: 5, bytes: 500 });
+        now += 10;
+        storeBody(s, `${K}?n=big`, makeChunk(1, 450));
+        expect(other.largestObjects(2).map((o) => o.size)).toEqual([450, 100]);
+        expect(s.evictIfNeeded()).toEqual({ evicted: 5, bytes: 500 }); // 950 → 450: the five older ones go
+        expect(other.evictions()).toEqual({ objects: 10, bytes: 1000 });
+      } finally {
+        (other.close(), s.close());
+      }
+    });
+
     for (const t of topologies(h)) fillContract(h, t);
   });
 }

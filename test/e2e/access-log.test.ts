@@ -144,7 +144,7 @@ describe("URLs that contain the words of fill outcomes", () => {
 
   test("patch mode: a failing origin costs one metadata fetch for a URL containing \"fallback\", as for a plain URL", async () => {
     const volume = mkdtempSync(join(tmpdir(), "agate-access-patch-"));
-    await using g = await cacheGateway({ patch: { enabled: true, volume, min_volume_bytes: 1, client_networks: ["127.0.0.0/8"] } });
+    await using g = await cacheGateway({ patch: { enabled: true, volume, min_volume_bytes: 1, allow_same_device: true, client_networks: ["127.0.0.0/8"] } });
     for (const name of ["plain", ...WORDS]) {
       const path = `/fails/patch-${name}/update-${name}.msu`;
       const r = await curl(["-x", `http://127.0.0.1:${g.gw.ports.cache}`, "-o", "/dev/null", "-w", "%{http_code}", `http://${VENDOR}:${raw.port}${path}`]);

@@ -42,7 +42,7 @@ afterAll(() => {
 function patchConfig(volume: string, extra: Record<string, unknown> = {}) {
   return {
     cache: { enabled: true, port: 0, listen: "127.0.0.1" },
-    patch: { enabled: true, volume, min_volume_bytes: 1, client_networks: ["127.0.0.0/8"], slice_bytes: SLICE, ...extra },
+    patch: { enabled: true, volume, min_volume_bytes: 1, allow_same_device: true, client_networks: ["127.0.0.0/8"], slice_bytes: SLICE, ...extra },
     tls: { upstream_ca: pki.caPath },
     destinations: { ports: [https.port, http.port] },
     hosts,

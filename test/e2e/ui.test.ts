@@ -167,4 +167,66 @@ describe.skipIf(!!skip)("web UI in chromium", () => {
       await ctx.close();
     }
   }, 120_000);
+
+  test("the Cache tab: prefill from the page shows the job's progress, the object is then a hit; purge from the page", async () => {
+    // a cache-mode gateway of its own, trusting the test origin, with an object the origin lets the cache keep
+    const cacheOrigin = startTlsOrigin(pki, { "/ui-artifact": () => new Response("artifact for the UI\n", { headers: { "cache-control": "max-age=600" } }) });
+    await using cgw = await startGateway({
+      cache: { enabled: true, port: 0, listen: "127.0.0.1" },
+      tls: { upstream_ca: pki.caPath },
+      destinations: { ports: [cacheOrigin.port] },
+      hosts: { [HOST]: "127.0.0.1" },
+    });
+    const cprofile = mkdtempSync(join(tmpdir(), "agate-chromium-"));
+    const ctx = await pw!.chromium.launchPersistentContext(cprofile, { executablePath: CHROMIUM, headless: true, args: ARGS, viewport: { width: 1280, height: 1000 }, timeout: 30_000 });
+    try {
+      const page = ctx.pages()[0] ?? (await ctx.newPage());
+      page.setDefaultTimeout(15_000);
+      const consoleErrors: string[] = [];
+      page.on("console", (m) => m.type() === "error" && !m.text().startsWith("Failed to load resource") && consoleErrors.push(m.text()));
+      page.on("pageerror", (e) => consoleErrors.push(String(e)));
+      await page.goto(`http://127.0.0.1:${cgw.ports.admin}/`);
+      await page.fill("#token", cgw.token);
+      await page.click("#login-btn");
+      await page.waitForFunction(() => document.querySelector("#health")?.textContent !== "…");
+      await page.click('nav button[data-tab="cache"]');
+      await page.waitForFunction(() => document.querySelector("#k-where")!.textContent!.includes("cache"));
+
+      // prefill: the job's row shows 1 done, and the store holds the object
+      const url = cacheOrigin.url(HOST, "/ui-artifact");
+      await page.fill("#k-prefill-urls", url);
+      await page.click("#k-prefill");
+      await page.waitForSelector('#k-jobs tr[data-finished="true"]');
+      expect(await page.textContent('#k-jobs tr[data-finished="true"] .k-done')).toBe("1");
+      await page.waitForFunction(() => document.querySelector("#k-entries")!.textContent === "1");
+      expect(await page.textContent("#k-largest")).toContain("/ui-artifact");
+      const ca = join(cgw.dir, "agate-ca.pem");
+      await Bun.write(ca, await (await fetch(`http://127.0.0.1:${cgw.ports.admin}/ca.pem`)).text());
+      const hit = await curl(["-x", `http://127.0.0.1:${cgw.ports.cache}`, "--cacert", ca, url]);
+      expect(hit.stdout).toBe("artifact for the UI\n");
+      expect(cacheOrigin.hits.get("/ui-artifact")).toBe(1); // the agent's request was a hit
+      await page.screenshot({ path: join(ARTIFACTS, "cache-tab.png"), fullPage: true });
+
+      // purge: a bad URL is refused on the page; the object's URL is purged, and the store is empty
+      await page.fill("#k-purge-value", "not a url");
+      await page.click("#k-purge");
+      await page.waitForFunction(() => document.querySelector("#k-purge-err")!.textContent!.includes("URL"));
+      await page.fill("#k-purge-value", url);
+      await page.click("#k-purge");
+      await page.waitForFunction(() => document.querySelector("#k-purge-ok")!.textContent!.startsWith("Purged 1 object"));
+      await page.waitForFunction(() => document.querySelector("#k-entries")!.textContent === "0");
+      // "everything" asks first
+      page.once("dialog", (d) => void d.accept());
+      await page.selectOption("#k-purge-kind", "all");
+      await page.click("#k-purge");
+      await page.waitForFunction(() => document.querySelector("#k-purge-ok")!.textContent!.startsWith("Purged 0 objects"));
+      await curl(["-x", `http://127.0.0.1:${cgw.ports.cache}`, "--cacert", ca, url]);
+      expect(cacheOrigin.hits.get("/ui-artifact")).toBe(2); // after the purge the origin is asked again
+      expect(consoleErrors).toEqual([]);
+    } finally {
+      await ctx.close();
+      cacheOrigin.stop();
+      rmSync(cprofile, { recursive: true, force: true });
+    }
+  }, 120_000);
 });

@@ -46,6 +46,10 @@ export async function startGateway(cfg: Tomlish, opts: { dir?: string } = {}): P
     // tests listen on loopback only, also when a test turns cache mode on later (API, wizard)
     cache: { listen: "127.0.0.1", ...(cfg.cache ?? {}) },
     admin: { port: 0, token: "test-token-0123456789abcdef", ...(cfg.admin ?? {}) },
+    // No test gateway reaches the real platform (no network): the link probe is off unless the test gives a
+    // [platform] section (then the gateway's own default, probe_interval_s = 60), else health would go Down and
+    // platform CONNECTs fail fast seconds after start (issue 10).
+    platform: cfg.platform ?? { probe_interval_s: 0 },
   };
   const configPath = join(dir, "agate.toml");
   writeFileSync(configPath, toToml(full));
@@ -114,6 +118,7 @@ export async function startGateway(cfg: Tomlish, opts: { dir?: string } = {}): P
         proxy: { ...full.proxy, port: ready.proxy, ...(next.proxy ?? {}) },
         cache: { listen: "127.0.0.1", ...(next.cache ?? {}) },
         admin: full.admin,
+        platform: next.platform ?? full.platform,
       };
       writeFileSync(configPath, toToml(merged));
     },

@@ -35,19 +35,23 @@ const text = (parts: Uint8Array[]) => Buffer.concat(parts).toString("utf8");
 // ───────────────────────────── recording doubles ─────────────────────────────
 
 /** What the origin double answers: a response, or a failure before any head (connection refused, reset…). */
-type Answer = { status: number; headers: Headers; body?: string | Uint8Array } | { fail: string };
+type Answer = { status: number; headers: Headers; body?: string | Uint8Array; interim?: [number, Headers][] } | { fail: string };
 
 /** Records every exchange; answers from `script` on a microtask, like a socket would, later. */
 class RecordingOrigins implements Origins {
   readonly asked: OriginRequest[] = [];
   readonly uploaded: Uint8Array[] = [];
   reuses = 0;
+  /** when set, answers wait for it (a slow origin: what happens meanwhile) */
+  gate: Promise<void> | null = null;
   constructor(public script: (req: OriginRequest) => Answer) {}
   start(req: OriginRequest, sink: ResponseSink, _env: OriginEnv): Promise<ExchangeHandle> {
     this.asked.push(req);
     const a = this.script(req);
     if ("fail" in a) return Promise.reject(new ProxyError("PX_UPSTREAM_REFUSED", "upstream", a.fail));
-    queueMicrotask(() => {
+    const later = this.gate ? (f: () => void) => void this.gate!.then(f) : queueMicrotask;
+    later(() => {
+      for (const [st, h] of a.interim ?? []) sink.onInterim?.({ version: "1.1", status: st, reason: "", headers: h, headBytes: 0 });
       sink.onHead({ version: "1.1", status: a.status, reason: "", headers: a.headers, headBytes: 0 });
       const body = typeof a.body === "string" ? enc.encode(a.body) : a.body;
       if (body && body.byteLength) sink.onData(body);
@@ -69,13 +73,17 @@ class RecordingOrigins implements Origins {
 function recordingResponder() {
   const r = {
     heads: [] as { status: number; headers: Headers; length: number | null }[],
+    interims: [] as [number, Headers][],
     chunks: [] as Uint8Array[],
     ended: false,
-    errors: [] as { status: number; reason: string }[],
+    errors: [] as { status: number; reason: string; headers?: Headers }[],
   };
   let status = 0;
   let bytesOut = 0;
   const res: Responder = {
+    interim(st, headers) {
+      r.interims.push([st, headers]);
+    },
     head(st, headers, length) {
       status = st;
       bytesOut += 100; // a head's size does not matter here; the access line sums what was written
@@ -92,9 +100,9 @@ function recordingResponder() {
     onDrain(f) {
       queueMicrotask(f);
     },
-    error(st, reason) {
+    error(st, reason, headers) {
       status = st;
-      r.errors.push({ status: st, reason });
+      r.errors.push({ status: st, reason, headers });
     },
     get closed() {
       return r.ended || r.errors.length > 0;
@@ -161,6 +169,9 @@ beforeEach(() => {
     counters: emptyCounters(),
     proxyIps: new Set(),
     cacheIps: new Set(),
+    platformSeen: new Set(),
+    health: null,
+    random: () => 0.5,
   };
   logLines = [];
   setLogSink((line) => logLines.push(JSON.parse(line)));
@@ -307,4 +318,160 @@ describe("cache-request sessions", () => {
     expect(r.r.errors.map((e) => e.status)).toEqual([421]);
     expect(r.access).toMatchObject({ status: 421, phase: "bypass:refused", reason: "PX_MISDIRECTED", host: HOST });
   });
+
+  // ───────────────────────────── RFC 9111 / 9211 / 5861 (issue 9) ─────────────────────────────
+
+  test("RFC 9111 §5.1/§4.2.3: the first, forwarded response carries the origin's Age plus the response delay; stale on arrival", async () => {
+    origins.script = () => ({ status: 200, headers: [["Date", new Date(T0).toUTCString()], ["Age", "7200"], ["Cache-Control", "max-age=10800"], ["Content-Length", "2"]], body: "m1" });
+    const miss = await request("GET", "/manifest.json");
+    expect(header(miss.r.heads[0]!.headers, "age")).toBe("7200");
+    expect(header(miss.r.heads[0]!.headers, "cache-status")).toBe("agate; fwd=uri-miss; fwd-status=200; stored; ttl=3600");
+    now += 60_000;
+    const hit = await request("GET", "/manifest.json");
+    expect(header(hit.r.heads[0]!.headers, "age")).toBe("7260");
+    expect(header(hit.r.heads[0]!.headers, "cache-status")).toBe("agate; hit; ttl=3540");
+    expect(hit.access).toMatchObject({ phase: "hit", cacheStatus: "agate; hit; ttl=3540" });
+    // Age beyond the lifetime: stored, but stale on arrival — the next request revalidates
+    origins.script = () => ({ status: 200, headers: [["Age", "900"], ["Cache-Control", "max-age=600"]], body: "old" });
+    await request("GET", "/stale-on-arrival");
+    await request("GET", "/stale-on-arrival");
+    expect(origins.asked.filter((q) => q.path === "/stale-on-arrival").length).toBe(2);
+  });
+
+  test("RFC 9111 §3: a 299 with max-age is stored and served; RFC 9110 §15.1: a 404 heuristically", async () => {
+    origins.script = (q) => (q.path === "/odd" ? { status: 299, headers: [["Cache-Control", "max-age=60"]], body: "odd" } : { status: 404, headers: [["Last-Modified", new Date(T0 - 10 * 86_400_000).toUTCString()]], body: "no" });
+    await request("GET", "/odd");
+    const again = await request("GET", "/odd");
+    expect([again.r.heads[0]!.status, again.bodyText, again.access.phase]).toEqual([299, "odd", "hit"]);
+    await request("GET", "/missing");
+    const miss2 = await request("GET", "/missing");
+    expect([miss2.r.heads[0]!.status, miss2.access.phase]).toEqual([404, "hit"]);
+    expect(origins.asked.length).toBe(2);
+  });
+
+  test("RFC 9211: Cache-Status on bypass, refusal, vary-miss, not storable and collapsed answers", async () => {
+    origins.script = (q) => (q.method === "POST" ? { status: 201, headers: [] } : q.path === "/v" ? { status: 200, headers: [["Cache-Control", "max-age=60"], ["Vary", "Accept-Language"]], body: "v" } : { status: 200, headers: [["Cache-Control", "no-store"]], body: "x" });
+    const post = await request("POST", "/api", [["Content-Length", "1"]], { body: "a" });
+    expect(header(post.r.heads[0]!.headers, "cache-status")).toBe("agate; fwd=bypass; detail=method");
+    const refused = await request("GET", "/x", [], { host: "evil.example" });
+    expect(header(refused.r.errors[0]!.headers ?? [], "cache-status")).toBe("agate; detail=PX_MISDIRECTED");
+    await request("GET", "/v", [["Accept-Language", "de"]]);
+    const vm = await request("GET", "/v", [["Accept-Language", "fr"]]);
+    expect(header(vm.r.heads[0]!.headers, "cache-status")).toBe("agate; fwd=vary-miss; fwd-status=200; stored; ttl=60");
+    const ns = await request("GET", "/nostore");
+    expect(header(ns.r.heads[0]!.headers, "cache-status")).toBe("agate; fwd=uri-miss; fwd-status=200; detail=no-store");
+    const rq = await request("GET", "/v", [["Accept-Language", "fr"], ["Cache-Control", "no-cache"]]);
+    expect(header(rq.r.heads[0]!.headers, "cache-status")).toStartWith("agate; fwd=request; fwd-status=200; stored");
+  });
+
+  test("RFC 9211: a revalidation says fwd=stale, fwd-status=304 and detail=revalidated", async () => {
+    origins.script = (q) => (q.headers.some(([k]) => k === "if-none-match") ? { status: 304, headers: [["Cache-Control", "max-age=60"], ["ETag", '"e"']] } : { status: 200, headers: [["Cache-Control", "max-age=60"], ["ETag", '"e"']], body: "b" });
+    await request("GET", "/r");
+    now += 120_000;
+    const r = await request("GET", "/r");
+    expect(header(r.r.heads[0]!.headers, "cache-status")).toBe("agate; fwd=stale; fwd-status=304; ttl=60; detail=revalidated");
+  });
+
+  test("RFC 9110 §13.1.2/§15.4.5: If-None-Match (weak) answered 304 with only the listed fields, plus Age", async () => {
+    origins.script = () => ({ status: 200, headers: [["Cache-Control", "max-age=600"], ["ETag", '"v9"'], ["Content-Type", "application/json"], ["X-Vendor", "1"]], body: "{}" });
+    await request("GET", "/c");
+    now += 5_000;
+    const r = await request("GET", "/c", [["If-None-Match", 'W/"v9"']]);
+    expect(r.r.heads[0]!.status).toBe(304);
+    expect(r.r.heads[0]!.headers.map(([k]) => k.toLowerCase())).toEqual(["cache-control", "etag", "age", "cache-status"]);
+    expect(header(r.r.heads[0]!.headers, "age")).toBe("5");
+  });
+
+  test("RFC 9110 §14: ranges from the stored object — single, suffix, open-ended, If-Range, 416, multi → 200", async () => {
+    const body = "0123456789abcdefghij";
+    origins.script = () => ({ status: 200, headers: [["Cache-Control", "max-age=600"], ["ETag", '"r1"'], ["Content-Length", "20"]], body });
+    // a Range on a miss: one whole-object fill, the agent gets its 206 from the arriving bytes
+    const first = await request("GET", "/blob", [["Range", "bytes=5-9"]]);
+    expect(origins.asked[0]!.headers.some(([k]) => k.toLowerCase() === "range")).toBe(false);
+    expect([first.r.heads[0]!.status, header(first.r.heads[0]!.headers, "content-range"), first.bodyText]).toEqual([206, "bytes 5-9/20", "56789"]);
+    const cases: [string, Headers, number, string | undefined, string][] = [
+      ["single", [["Range", "bytes=0-3"]], 206, "bytes 0-3/20", "0123"],
+      ["suffix", [["Range", "bytes=-4"]], 206, "bytes 16-19/20", "ghij"],
+      ["open-ended", [["Range", "bytes=15-"]], 206, "bytes 15-19/20", "fghij"],
+      ["If-Range matches", [["Range", "bytes=0-0"], ["If-Range", '"r1"']], 206, "bytes 0-0/20", "0"],
+      ["If-Range does not match: whole", [["Range", "bytes=0-0"], ["If-Range", '"old"']], 200, undefined, body],
+      ["unsatisfiable", [["Range", "bytes=30-"]], 416, "bytes */20", ""],
+      ["multiple ranges: whole 200 (documented choice)", [["Range", "bytes=0-1,5-6"]], 200, undefined, body],
+    ];
+    for (const [name, h, status, cr, text] of cases) {
+      const r = await request("GET", "/blob", h);
+      expect([name, r.r.heads[0]!.status, header(r.r.heads[0]!.headers, "content-range"), r.bodyText]).toEqual([name, status, cr, text]);
+    }
+    expect(origins.asked.length).toBe(1);
+  });
+
+  test("RFC 5861 §3 stale-while-revalidate: stale served at once, one background revalidation however many ask", async () => {
+    let version = "v1";
+    origins.script = (q) => (q.headers.some(([k]) => k === "if-none-match") && version === "v1" ? { status: 304, headers: [["Cache-Control", "max-age=60, stale-while-revalidate=600"], ["ETag", '"v1"']] } : { status: 200, headers: [["Cache-Control", "max-age=60, stale-while-revalidate=600"], ["ETag", `"${version}"`]], body: version });
+    await request("GET", "/swr");
+    now += 120_000;
+    version = "v2";
+    let open!: () => void;
+    origins.gate = new Promise<void>((r) => (open = r)); // the origin is slow: both agents ask while it revalidates
+    const a = await request("GET", "/swr");
+    const b = await request("GET", "/swr");
+    origins.gate = null;
+    open();
+    expect([a.bodyText, b.bodyText]).toEqual(["v1", "v1"]);
+    expect(a.access).toMatchObject({ phase: "stale", reason: "stale-while-revalidate" });
+    expect(header(a.r.heads[0]!.headers, "cache-status")).toBe("agate; hit; ttl=-60; detail=stale-while-revalidate");
+    await waitUntil(() => rt.cacheStore!.lookup(primaryKey("GET", `https://${HOST}/swr`), [])?.headers.some(([, v]) => v === '"v2"') === true);
+    expect(origins.asked.length).toBe(2); // the first fill and ONE revalidation
+    const c = await request("GET", "/swr");
+    expect([c.bodyText, c.access.phase]).toEqual(["v2", "hit"]);
+  });
+
+  test("RFC 5861 §4 stale-if-error: origin down or 5xx → the stale entry; never past must-revalidate; [cache] stale_if_error_s", async () => {
+    origins.script = (q) => ({ status: 200, headers: [["Cache-Control", q.path === "/mr" ? "max-age=60, must-revalidate" : q.path === "/sie" ? "max-age=60, stale-if-error=300" : "max-age=60"]], body: "good" });
+    for (const p of ["/sie", "/mr", "/plain"]) await request("GET", p);
+    now += 120_000;
+    origins.script = () => ({ fail: "connection refused" });
+    const down = await request("GET", "/sie");
+    expect([down.r.heads[0]?.status, down.bodyText, down.access.phase, down.access.reason]).toEqual([200, "good", "stale", "stale-if-error"]);
+    expect(header(down.r.heads[0]!.headers, "cache-status")).toBe("agate; fwd=stale; ttl=-60; detail=stale-if-error");
+    const mr = await request("GET", "/mr");
+    expect(mr.r.errors.map((e) => e.status)).toEqual([502]);
+    // a platform object whose origin says nothing: [cache] stale_if_error_s (a day by default)
+    const plain = await request("GET", "/plain");
+    expect(plain.bodyText).toBe("good");
+    origins.script = () => ({ status: 503, headers: [["Cache-Control", "max-age=60"]], body: "down" });
+    const five = await request("GET", "/sie");
+    expect([five.bodyText, header(five.r.heads[0]!.headers, "cache-status")]).toEqual(["good", "agate; fwd=stale; ttl=-60; detail=stale-if-error"]);
+    // the 503 did not replace the stored entry; beyond the window (300 s stale) it is the origin's answer again
+    now += 400_000;
+    const late = await request("GET", "/sie");
+    expect([late.r.heads[0]!.status, late.bodyText]).toEqual([503, "down"]);
+    // other sites (not platform objects): no fallback without the origin's say-so
+    rt.config = { ...rt.config, cache: { ...rt.config.cache, stale_if_error_s: 0 } };
+    origins.script = () => ({ fail: "connection refused" });
+    const off = await request("GET", "/plain");
+    expect(off.r.errors.map((e) => e.status)).toEqual([502]);
+  });
 });
+
+describe("interim responses (RFC 9110 §15.2)", () => {
+  test("100, 102 and 103 from the origin reach the filling agent in order, before the head; never stored or reused", async () => {
+    const hints: [number, Headers][] = [[100, []], [102, []], [103, [["Link", "</a.css>; rel=preload"]]]];
+    origins.script = () => ({ status: 200, headers: [["Cache-Control", "max-age=60"]], body: "x", interim: hints });
+    const miss = await request("GET", "/hinted");
+    expect(miss.r.interims).toEqual(hints);
+    const hit = await request("GET", "/hinted");
+    expect([hit.r.interims, hit.access.phase]).toEqual([[], "hit"]);
+    expect(rt.cacheStore!.lookup(primaryKey("GET", `https://${HOST}/hinted`), [])!.status).toBe(200);
+    const post = await request("POST", "/hinted", [["Content-Length", "1"]], { body: "p" });
+    expect(post.r.interims).toEqual(hints); // pass-through relays them too
+  });
+});
+
+const header = (h: Headers, name: string) => h.find(([k]) => k.toLowerCase() === name)?.[1];
+
+/** Bounded wait for a background revalidation (microtasks and the store's own steps). */
+async function waitUntil(f: () => boolean) {
+  for (let i = 0; i < 200 && !f(); i++) await new Promise((r) => setTimeout(r, 5));
+  expect(f()).toBe(true);
+}

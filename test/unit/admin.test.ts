@@ -138,13 +138,16 @@ describe("persisted stats", () => {
 });
 
 describe("diagnostics archive", () => {
-  test("opens with its one-time password and not with another", () => {
+  test("an age file (passphrase mode) that opens with its one-time password and not with another", async () => {
     const pw = makeOneTimePassword();
     expect(pw).toMatch(/^([2-9A-HJ-NP-Z]{4}-){9}[2-9A-HJ-NP-Z]{4}$/);
-    const sealed = sealArchive({ hello: "world", n: [1, 2] }, pw);
+    const sealed = await sealArchive({ hello: "world", n: [1, 2] }, pw);
     expect(Buffer.from(sealed).includes(Buffer.from("world"))).toBe(false);
-    expect(openArchive(sealed, pw)).toEqual({ hello: "world", n: [1, 2] });
-    expect(() => openArchive(sealed, makeOneTimePassword())).toThrow("wrong password");
+    // age-encryption.org/v1 header with one scrypt stanza (the passphrase recipient), work factor 15
+    expect(Buffer.from(sealed).subarray(0, 100).toString("latin1")).toMatch(/^age-encryption\.org\/v1\n-> scrypt \S+ 15\n/);
+    expect(await openArchive(sealed, pw)).toEqual({ hello: "world", n: [1, 2] });
+    expect(openArchive(sealed, makeOneTimePassword())).rejects.toThrow("wrong password");
+    expect(openArchive(new TextEncoder().encode("AGATEDIAG1xxxx"), pw)).rejects.toThrow("not an age file");
   });
 });
 

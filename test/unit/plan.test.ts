@@ -69,7 +69,7 @@ describe("planOriginResponse", () => {
     ["§4.1 Vary is kept with the entry", { status: 200, headers: [["Cache-Control", "max-age=600"], ["Vary", "Accept-Language"]] }, null, { do: "store", headers: [["Cache-Control", "max-age=600"], ["Vary", "Accept-Language"]], vary: "Accept-Language" }],
     ["§5.2.2.5 no-store: deliver without storing", { status: 200, headers: [["Cache-Control", "no-store"]] }, null, { do: "deliver", reason: "no-store" }],
     ["§5.2.2.7 private: deliver without storing", { status: 200, headers: [["Cache-Control", "private"]] }, null, { do: "deliver", reason: "private" }],
-    ["§3 a status the cache does not understand: deliver", { status: 299, headers: [] }, null, { do: "deliver", reason: "status" }],
+    ["§5.2.2.3 must-understand with a status the cache does not understand: deliver", { status: 299, headers: [["Cache-Control", "max-age=60, must-understand"]] }, null, { do: "deliver", reason: "status" }],
     [
       "§4.3.4 a 304 for the revalidated entry: freshen it with the 304's fields",
       { status: 304, headers: [["Cache-Control", "max-age=900"], ["ETag", '"v1"']] },

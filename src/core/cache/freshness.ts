@@ -92,9 +92,9 @@ const isWsCode = (c: number) => c === SP || c === HTAB;
 /**
  * RFC 9111 §5.2: `directive [ "=" ( token / quoted-string ) ]`, comma-separated, over one or many field lines.
  * Quoted arguments may contain commas; `max-age="5"` is accepted like `max-age=5` (§5.2, "recipients SHOULD accept
- * both forms"). Duplicates: the first occurrence wins (§4.2.1), except that an unqualified no-cache/private beats a
- * qualified one (the most restrictive directive is honoured, §4.2.1) and qualified lists merge. A numeric directive
- * whose argument is not a non-negative integer is ignored; an overflowing one is clamped to 2^31 (§1.2.2).
+ * both forms"). Duplicates take the most restrictive reading (§4.2.1): the smallest max-age, an unqualified
+ * no-cache/private over a qualified one (qualified lists merge). A numeric directive whose argument is not a
+ * non-negative integer is invalid and reads as 0 (stale, §4.2.1); an overflowing one is clamped to 2^31 (§1.2.2).
  */
 export function parseCacheControl(values: string | string[] | undefined): CacheControl {
   const out: CacheControl = {};
@@ -155,14 +155,22 @@ function parseCcInto(s: string, out: CacheControl): void {
 function addDirective(out: CacheControl, name: string, arg: string | undefined): void {
   const present = Object.hasOwn(out, name);
   if (NUMERIC.has(name)) {
-    if (present) return;
-    if (arg === undefined) {
-      // RFC 9111 §5.2.1.2: max-stale without a value means "any staleness"
-      if (name === "max-stale") out[name] = true;
+    // RFC 9111 §5.2.1.2: max-stale without a value means "any staleness" (a numeric one is stricter and wins)
+    if (arg === undefined && name === "max-stale") {
+      if (!present) out[name] = true;
       return;
     }
-    if (!/^[0-9]+$/.test(arg)) return;
-    out[name] = Math.min(Number(arg), DELTA_SECONDS_MAX);
+    // RFC 9111 §1.2.2: delta-seconds is 1*DIGIT. Anything else (`1.5`, `100a`, `-5`, empty, missing) makes the
+    // directive invalid, and §4.2.1 encourages treating invalid freshness information as stale: it reads as 0 —
+    // except min-fresh, where 0 would be the lenient reading, so an invalid one is dropped.
+    const valid = arg !== undefined && /^[0-9]+$/.test(arg);
+    if (!valid && name === "min-fresh") return;
+    const v = valid ? Math.min(Number(arg), DELTA_SECONDS_MAX) : 0;
+    const prev = out[name];
+    // RFC 9111 §4.2.1: a directive repeated with different values takes the most restrictive reading — the
+    // shortest lifetime / staleness allowance, the longest min-fresh.
+    if (typeof prev === "number") out[name] = name === "min-fresh" ? Math.max(prev, v) : Math.min(prev, v);
+    else out[name] = v;
     return;
   }
   if (FIELD_LIST.has(name)) {
@@ -242,8 +250,9 @@ export type NoStoreReason =
 export const HEURISTIC_STATUSES: ReadonlySet<number> = new Set([200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501]);
 
 /**
- * Final status codes whose caching rules this cache understands (RFC 9111 §3 "the response status code is final and
- * understood"). 304 is an answer to a conditional, never stored on its own; 206 is handled by the slice code.
+ * Final status codes whose semantics this cache knows. RFC 9111 §3 asks for "understood" only when must-understand
+ * is present (§5.2.2.3); otherwise any final status with explicit freshness is stored (a `299` or `599` with
+ * max-age). 304 is an answer to a conditional, never stored on its own; 206 is handled by the slice code.
  */
 const UNDERSTOOD_STATUSES: ReadonlySet<number> = new Set([
   200, 201, 202, 203, 204, 205, 300, 301, 302, 303, 307, 308,
@@ -254,23 +263,27 @@ const UNDERSTOOD_STATUSES: ReadonlySet<number> = new Set([
 /**
  * May a shared cache store this response? RFC 9111 §3 in order: method, status, no-store (request §5.2.1.5 and
  * response §5.2.2.5), private §5.2.2.7, Authorization §3.5, Vary: * §4.1, and finally "explicit lifetime, public,
- * heuristically cacheable status" — widened by agate's artifact rules (`artifact`), which give a lifetime to
- * responses whose origin says nothing. Only GET responses are stored; HEAD is answered from them (key.ts).
+ * heuristically cacheable status". agate's artifact rules give a lifetime only to what is heuristically cacheable
+ * already (`lifetimeOf`), so they no longer widen this; `_artifact` stays for callers. Only GET responses are
+ * stored; HEAD is answered from them (key.ts).
  */
 export function isStorable(
   reqMethod: string,
   reqHeaders: Headers,
   status: number,
   resHeaders: Headers,
-  artifact?: { url: string; rules: readonly ArtifactRule[] },
+  _artifact?: { url: string; rules: readonly ArtifactRule[] },
 ): { ok: true } | { ok: false; reason: NoStoreReason } {
   if (reqMethod !== "GET") return { ok: false, reason: "method" };
   // Slices (206) are stored by the patch code, which knows the Content-Range; this decides whole responses.
   if (status === 206) return { ok: false, reason: "partial" };
-  if (!UNDERSTOOD_STATUSES.has(status)) return { ok: false, reason: "status" };
+  // RFC 9111 §3: the status must be final (1xx are interim, RFC 9110 §15.2); 304 is never stored on its own.
+  if (status < 200 || status > 999 || status === 304) return { ok: false, reason: "status" };
   const reqCc = ccOf(reqHeaders);
   if (reqCc["no-store"] !== undefined) return { ok: false, reason: "request-no-store" };
   const cc = ccOf(resHeaders);
+  // RFC 9111 §5.2.2.3: with must-understand, a status whose requirements the cache does not know is never stored.
+  if (cc["must-understand"] !== undefined && !UNDERSTOOD_STATUSES.has(status)) return { ok: false, reason: "status" };
   // RFC 9111 §5.2.2.3: with must-understand, a cache that understands the status ignores no-store.
   if (cc["no-store"] !== undefined && cc["must-understand"] === undefined) return { ok: false, reason: "no-store" };
   // RFC 9111 §5.2.2.7: unqualified private forbids a shared cache; private="f" only forbids storing field f
@@ -292,8 +305,8 @@ export function isStorable(
     cc["max-age"] !== undefined ||
     cc["s-maxage"] !== undefined ||
     has(resHeaders, "expires") ||
-    HEURISTIC_STATUSES.has(status) ||
-    (artifact !== undefined && matchArtifactRule(artifact.url, artifact.rules) !== null)
+    // RFC 9111 §4.2.2: heuristic freshness (agate's rules are one) only for heuristically cacheable statuses
+    HEURISTIC_STATUSES.has(status)
   ) {
     return { ok: true };
   }
@@ -335,7 +348,12 @@ function dateValue(res: StoredResponse): number {
   return parseHttpDate(getFirst(res.headers, "date")) ?? res.responseTime;
 }
 
-/** RFC 9111 §5.1: first member of Age; anything but a non-negative integer is ignored. */
+/**
+ * RFC 9111 §5.1: "a cache encountering a message with a list-based Age field value SHOULD use the first member",
+ * so `Age: 10, 20` and two Age lines both read as 10 (the first member of the combined list, RFC 9110 §5.3); "if
+ * the field value ... is invalid (e.g., it contains something other than a non-negative integer), a cache SHOULD
+ * ignore the field" — `Age: 1.5`, `-5`, `abc` count as 0 (the apparent age still applies).
+ */
 function ageValue(h: Headers): number {
   const v = getFirst(h, "age");
   if (v === undefined) return 0;
@@ -387,10 +405,13 @@ export function lifetimeOf(res: StoredResponse, cc: CacheControl, d: CacheDefaul
     if (e === null) return { seconds: 0, source: "expires" };
     return { seconds: Math.max(0, Math.floor((e - dateValue(res)) / 1000)), source: "expires" };
   }
-  const rule = matchArtifactRule(res.url, d.rules);
+  // RFC 9111 §4.2.2: a rule's lifetime is a heuristic, so it applies only to heuristically cacheable statuses
+  // (RFC 9110 §15.1): a 503 the origin says nothing about is never kept for a rule's max_age_s.
+  const heuristic = HEURISTIC_STATUSES.has(res.status);
+  const rule = heuristic ? matchArtifactRule(res.url, d.rules) : null;
   if (rule !== null) return { seconds: rule.max_age_s, source: "rule" };
   const lm = parseHttpDate(getFirst(res.headers, "last-modified"), res.responseTime);
-  if (lm !== null && (HEURISTIC_STATUSES.has(res.status) || cc["public"] !== undefined)) {
+  if (lm !== null && (heuristic || cc["public"] !== undefined)) {
     const since = Math.max(0, dateValue(res) - lm) / 1000;
     return { seconds: Math.floor(Math.min(since * d.heuristicFraction, d.heuristicMaxS)), source: "heuristic" };
   }

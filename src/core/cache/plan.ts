@@ -63,7 +63,18 @@ export type CachePhase = "hit" | "miss" | "stale" | "revalidated" | `bypass:${By
  * the answer was not stored), "collapsed" (waited on another request's fill), "max-stale", "slices" (patch mode),
  * how a fill ended badly (a FillOutcome), or the error code of a refusal.
  */
-export type CacheReason = FetchReason | RevalidateReason | NoStoreReason | FillOutcome | ErrorCode | "max-stale" | "collapsed" | "slices";
+export type CacheReason =
+  | FetchReason
+  | RevalidateReason
+  | NoStoreReason
+  | FillOutcome
+  | ErrorCode
+  | StaleReason
+  | "collapsed"
+  | "slices";
+
+/** Why a stale response was served: the request allowed it (RFC 9111 §5.2.1.2), or RFC 5861 did. */
+export type StaleReason = "max-stale" | "stale-while-revalidate" | "stale-if-error";
 
 // ───────────────────────────── lookup (RFC 9111 §4, §5.2.1) ─────────────────────────────
 
@@ -72,7 +83,9 @@ export type LookupResult =
   | { phase: "fresh" }
   | { phase: "revalidate"; reason: RevalidateReason }
   /** stale, but within the request's max-stale and not forbidden by the response */
-  | { phase: "stale-ok" };
+  | { phase: "stale-ok" }
+  /** stale, within the response's stale-while-revalidate window (RFC 5861 §3): serve it and revalidate behind */
+  | { phase: "stale-swr" };
 export type LookupPhase = LookupResult["phase"];
 
 /** Request directives, with RFC 9111 §5.4's Pragma: no-cache standing in when there is no Cache-Control. */
@@ -106,13 +119,39 @@ export function lookupPhase(stored: StoredResponse, reqHeaders: Headers, now: nu
     if (minFresh !== undefined && lifetime - age < minFresh) return { phase: "revalidate", reason: "min-fresh" };
     return { phase: "fresh" };
   }
-  const mayServeStale =
-    resCc["must-revalidate"] === undefined && resCc["proxy-revalidate"] === undefined && resCc["s-maxage"] === undefined;
+  const mayServeStale = mayBeServedStale(resCc);
+  // RFC 5861 §3: within stale-while-revalidate seconds of going stale, serve it and revalidate in the background.
+  // Never past must-revalidate / proxy-revalidate / s-maxage (RFC 9111 §4.2.4: "MUST NOT ... when forbidden").
+  const swr = num(resCc, "stale-while-revalidate");
+  if (mayServeStale && swr !== undefined && age - lifetime <= swr) return { phase: "stale-swr" };
   const maxStale = reqCc["max-stale"];
   if (mayServeStale && (maxStale === true || (typeof maxStale === "number" && age - lifetime <= maxStale))) {
     return { phase: "stale-ok" };
   }
   return { phase: "revalidate", reason: "stale" };
+}
+
+/** RFC 9111 §4.2.4: a stale response is never served when must-revalidate (§5.2.2.2), proxy-revalidate (§5.2.2.8)
+ * or s-maxage (§5.2.2.10, which implies proxy-revalidate) forbid it; response no-cache is checked by the callers. */
+function mayBeServedStale(resCc: CacheControl): boolean {
+  return resCc["must-revalidate"] === undefined && resCc["proxy-revalidate"] === undefined && resCc["s-maxage"] === undefined;
+}
+
+/**
+ * RFC 5861 §4 stale-if-error: may `stored` (stale) answer this request because the origin is unreachable, timed
+ * out or answered 5xx? The window is the response's stale-if-error, else the request's, else `fallbackS` — agate's
+ * `[cache] stale_if_error_s`, which the caller passes for platform objects only (0 otherwise). Never when the
+ * response says no-cache, must-revalidate, proxy-revalidate or s-maxage, nor when the request says no-cache (the
+ * agent asked for the origin's answer, not ours).
+ */
+export function staleIfErrorAllows(stored: StoredResponse, reqHeaders: Headers, now: number, d: CacheDefaults, fallbackS: number): boolean {
+  const resCc = ccOf(stored.headers);
+  if (resCc["no-cache"] !== undefined || !mayBeServedStale(resCc)) return false;
+  const reqCc = requestCc(reqHeaders);
+  if (reqCc["no-cache"] !== undefined) return false;
+  const window = num(resCc, "stale-if-error") ?? num(reqCc, "stale-if-error") ?? fallbackS;
+  const staleFor = currentAge(stored, now) - lifetimeOf(stored, resCc, d).seconds;
+  return staleFor <= window;
 }
 
 /**
@@ -130,8 +169,10 @@ export type FetchReason = "absent";
 export type LookupPlan =
   /** answer from the stored entry */
   | { do: "serve" }
-  /** answer from the stale entry: the request allows it (max-stale) */
+  /** answer from the stale entry: the request allows it (max-stale), or stale-while-revalidate does — then
+   * revalidate in the background with `headers` (RFC 5861 §3) */
   | { do: "serveStale"; reason: "max-stale" }
+  | { do: "serveStale"; reason: "stale-while-revalidate"; headers: Headers }
   /** ask the origin whether the stored entry still holds, with these validators (may be empty: no validator) */
   | { do: "revalidate"; reason: RevalidateReason; headers: Headers }
   /** nothing usable is stored: fetch the whole object */
@@ -160,6 +201,7 @@ export function planLookup(
     const phase = lookupPhase(entry, reqHeaders, now, d);
     if (phase.phase === "fresh") return { do: "serve" };
     if (phase.phase === "stale-ok") return { do: "serveStale", reason: "max-stale" };
+    if (phase.phase === "stale-swr") return { do: "serveStale", reason: "stale-while-revalidate", headers: makeConditionalHeaders(entry) };
     if (onlyIfCached(reqHeaders)) return { do: "reject", code: "PX_ONLY_IF_CACHED" };
     return { do: "revalidate", reason: phase.reason, headers: makeConditionalHeaders(entry) };
   }

@@ -15,17 +15,35 @@ function contentLength(headers: Headers, side: "client" | "upstream"): number | 
   const values = getHeaderAll(headers, "content-length");
   if (!values.length) return null;
   // RFC 9110 §8.6: a list of identical values may be collapsed; differing values are an error.
-  const all = values.flatMap((v) => v.split(",").map((s) => s.trim()));
+  // Only SP and HTAB are list whitespace (RFC 9110 §5.6.1): String.trim() would also drop NBSP (0xA0, legal obs-text
+  // in a head), VT and FF, and read "\xa05" as 5 where the next hop reads something else (issue 12, fuzzing).
+  const all = values.flatMap((v) => v.split(",").map(ows));
   const first = all[0]!;
   if (!/^\d{1,15}$/.test(first) || all.some((v) => v !== first))
     throw new ProxyError(side === "client" ? "PX_BAD_HEADER" : "PX_UPSTREAM_BAD_RESPONSE", side, `invalid Content-Length: ${JSON.stringify(values.join(", ")).slice(0, 80)}`);
   return Number(first);
 }
 
-function transferEncoding(headers: Headers): string[] {
-  return getHeaderAll(headers, "transfer-encoding")
+/** SP/HTAB trimmed from both ends (RFC 9110 §5.6.3 OWS), nothing else. */
+function ows(s: string): string {
+  let a = 0;
+  let b = s.length;
+  while (a < b && (s.charCodeAt(a) === 32 || s.charCodeAt(a) === 9)) a++;
+  while (b > a && (s.charCodeAt(b - 1) === 32 || s.charCodeAt(b - 1) === 9)) b--;
+  return a === 0 && b === s.length ? s : s.slice(a, b);
+}
+
+/**
+ * The codings of every Transfer-Encoding field, lower-cased; empty list elements are skipped (RFC 9110 §5.6.1).
+ * null when there is no such field; [] when there is one that names no coding ("Transfer-Encoding: ,"), which a
+ * front end may read as "chunked requested" and we must not read as "no body" (issue 12, fuzzing).
+ */
+function transferEncoding(headers: Headers): string[] | null {
+  const values = getHeaderAll(headers, "transfer-encoding");
+  if (!values.length) return null;
+  return values
     .flatMap((v) => v.split(","))
-    .map((s) => s.trim().toLowerCase())
+    .map((s) => ows(s).toLowerCase())
     .filter(Boolean);
 }
 
@@ -33,7 +51,8 @@ function transferEncoding(headers: Headers): string[] {
 export function framingForRequest(headers: Headers): Framing {
   const te = transferEncoding(headers);
   const cl = contentLength(headers, "client");
-  if (te.length) {
+  if (te !== null) {
+    if (te.length === 0) throw new ProxyError("PX_BAD_HEADER", "client", "Transfer-Encoding names no coding (RFC 9112 §6.1)");
     if (cl !== null) throw new ProxyError("PX_BAD_HEADER", "client", "both Transfer-Encoding and Content-Length (RFC 9112 §6.3)");
     if (te[te.length - 1] !== "chunked") throw new ProxyError("PX_BAD_HEADER", "client", `request Transfer-Encoding must end with chunked, got ${te.join(", ")}`);
     if (te.length > 1) throw new ProxyError("PX_NOT_IMPLEMENTED", "client", `transfer codings other than chunked are not supported: ${te.join(", ")}`);
@@ -47,7 +66,8 @@ export function framingForRequest(headers: Headers): Framing {
 export function framingForResponse(method: string, status: number, headers: Headers): Framing {
   if (method === "HEAD" || (status >= 100 && status < 200) || status === 204 || status === 304) return { kind: "none" };
   const te = transferEncoding(headers);
-  if (te.length) {
+  if (te !== null) {
+    if (te.length === 0) throw new ProxyError("PX_UPSTREAM_BAD_RESPONSE", "upstream", "Transfer-Encoding from origin names no coding");
     if (te[te.length - 1] === "chunked" && te.length === 1) return { kind: "chunked" };
     if (te[te.length - 1] !== "chunked") return { kind: "close" };
     throw new ProxyError("PX_UPSTREAM_BAD_RESPONSE", "upstream", `unsupported transfer coding from origin: ${te.join(", ")}`);
@@ -136,10 +156,8 @@ export class BodyDecoder {
           this.line = "";
           if (!line.endsWith("\r")) this.bad("chunk size line must end with CRLF");
           line = line.slice(0, -1);
-          const semi = line.indexOf(";");
-          const hex = (semi >= 0 ? line.slice(0, semi) : line).trim();
-          if (!/^[0-9a-fA-F]{1,13}$/.test(hex)) this.bad(`invalid chunk size ${JSON.stringify(hex.slice(0, 20))}`);
-          const size = parseInt(hex, 16);
+          const size = parseChunkLine(line);
+          if (typeof size === "string") this.bad(`${size}: ${JSON.stringify(line.slice(0, 40))}`);
           if (size === 0) {
             this.state = "trailers";
             this.trailerLine = "";
@@ -189,12 +207,91 @@ export class BodyDecoder {
           // next request (request smuggling).
           if (line === "\r") this.done = true;
           else if (!line.endsWith("\r")) this.bad("trailer line must end with CRLF (a bare LF is refused: RFC 9112 §2.2)");
+          else {
+            const why = checkTrailerLine(line.slice(0, -1));
+            if (why !== null) this.bad(`${why}: ${JSON.stringify(line.slice(0, 40))}`);
+          }
           break;
         }
       }
     }
     return { chunks, done: this.done, rest: i < n ? input.subarray(i) : null };
   }
+}
+
+const isHex = (c: number) => (c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102);
+const isWs = (c: number) => c === 32 || c === 9;
+/** RFC 9110 §5.6.2 tchar. */
+const isTchar = (c: number) =>
+  (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || (c < 127 && c > 32 && "!#$%&'*+-.^_`|~".includes(String.fromCharCode(c)));
+/** RFC 9110 §5.6.4 qdtext (without the quote and the backslash) and quoted-pair's second char. */
+const isQdtext = (c: number) => c === 9 || c === 32 || c === 0x21 || (c >= 0x23 && c <= 0x5b) || (c >= 0x5d && c <= 0x7e) || (c >= 0x80 && c <= 0xff);
+const isQpChar = (c: number) => c === 9 || (c >= 32 && c <= 0x7e) || (c >= 0x80 && c <= 0xff);
+/** RFC 9110 §5.5 field-vchar, SP, HTAB: what a field value may hold (no CTL, no DEL). */
+const isValueChar = (c: number) => c === 9 || (c >= 32 && c !== 127 && c <= 0xff);
+
+/** After a token starting at `i`, or -1 when there is none. */
+function skipToken(s: string, i: number): number {
+  const j0 = i;
+  while (i < s.length && isTchar(s.charCodeAt(i))) i++;
+  return i === j0 ? -1 : i;
+}
+
+/** After a quoted-string starting at `i` (its opening quote), or -1 when it is malformed or unterminated. */
+function skipQuoted(s: string, i: number): number {
+  for (i++; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 34) return i + 1;
+    if (c === 92) {
+      if (++i >= s.length || !isQpChar(s.charCodeAt(i))) return -1;
+    } else if (!isQdtext(c)) return -1;
+  }
+  return -1;
+}
+
+/**
+ * RFC 9112 §7.1: chunk-size [ chunk-ext ], the line without its CRLF, read strictly: 1–13 hex digits (leading
+ * zeros included; more would overflow a safe integer), then *( BWS ";" BWS name [ BWS "=" BWS token / quoted-string ] ).
+ * Anything else — whitespace around a bare size, a bare CR, NUL, a broken quote — is the kind of difference between
+ * two parsers that smuggling is made of, so it is refused rather than read past (String.trim() used to drop VT, FF
+ * and NBSP around the size; issue 12, fuzzing). Returns the size, or why the line is refused.
+ */
+export function parseChunkLine(line: string): number | string {
+  let i = 0;
+  while (i < line.length && isHex(line.charCodeAt(i))) i++;
+  if (i === 0 || i > 13) return i === 0 ? "invalid chunk size" : "chunk size over 13 hex digits";
+  const size = parseInt(line.slice(0, i), 16);
+  for (;;) {
+    let j = i;
+    while (j < line.length && isWs(line.charCodeAt(j))) j++;
+    if (j === line.length) return j === i ? size : "whitespace after the chunk size or extension";
+    if (line.charCodeAt(j) !== 59 /* ; */) return "invalid chunk size or extension";
+    j++;
+    while (j < line.length && isWs(line.charCodeAt(j))) j++;
+    const nameEnd = skipToken(line, j);
+    if (nameEnd < 0) return "chunk extension without a name";
+    let k = nameEnd;
+    while (k < line.length && isWs(line.charCodeAt(k))) k++;
+    if (k < line.length && line.charCodeAt(k) === 61 /* = */) {
+      k++;
+      while (k < line.length && isWs(line.charCodeAt(k))) k++;
+      const valEnd = line.charCodeAt(k) === 34 ? skipQuoted(line, k) : skipToken(line, k);
+      if (valEnd < 0) return "chunk extension value is not a token or a quoted string";
+      i = valEnd;
+    } else i = nameEnd;
+  }
+}
+
+/**
+ * A trailer field line without its CRLF (RFC 9112 §7.1.2 → §5: field-name ":" OWS field-value OWS): null when it
+ * is one, else why not. Trailers are dropped, but only after they are read the way a strict next hop reads them.
+ */
+function checkTrailerLine(line: string): string | null {
+  if (line.length && isWs(line.charCodeAt(0))) return "obsolete line folding in the trailers (RFC 9112 §5.2)";
+  const nameEnd = skipToken(line, 0);
+  if (nameEnd < 0 || line.charCodeAt(nameEnd) !== 58 /* : */) return "trailer line is not a header field";
+  for (let i = nameEnd + 1; i < line.length; i++) if (!isValueChar(line.charCodeAt(i))) return "control character in a trailer field";
+  return null;
 }
 
 function latin1(b: Uint8Array, from: number, to: number): string {

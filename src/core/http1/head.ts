@@ -92,7 +92,10 @@ export function parseRequestHead(buf: Uint8Array, limits: Limits = DEFAULT_LIMIT
   const stop = Math.min(buf.length, limits.maxHeadBytes + 1);
   while (start + 1 < stop && buf[start] === CR && buf[start + 1] === LF) start += 2;
   const end = scanHead(buf, start, limits.maxHeadBytes, REQUEST);
-  if (end === -1) return NEED_MORE;
+  if (end === -1) {
+    checkPartialRequestLine(buf, start);
+    return NEED_MORE;
+  }
 
   // Validate the bytes first, remembering where the pieces are; then decode once and slice.
   // Every loop below stops at the CR of a CRLF at the latest, and the head ends with CRLFCRLF,
@@ -134,6 +137,22 @@ export function parseRequestHead(buf: Uint8Array, limits: Limits = DEFAULT_LIMIT
     headers,
     headBytes: end,
   };
+}
+
+/**
+ * While a head is incomplete, refuse a request line that is already wrong: a method byte that is not a token char, or a
+ * control byte in the target. Without it, bytes that can never become a request (a WebSocket frame after a refused
+ * Upgrade, a TLS hello on the plain port) held the connection until head_timeout_s (issue 12, smuggling corpus).
+ */
+function checkPartialRequestLine(buf: Uint8Array, start: number): void {
+  const n = buf.length;
+  let i = start;
+  while (i < n && TCHAR[buf[i]] === 1) i++;
+  if (i === n || (i === start && buf[i] === CR && i + 1 === n)) return; // still the method, or half of a leading CRLF
+  if (buf[i] !== SP || i === start) throw badRequestLine(buf, start, "request method is not a token");
+  let c = buf[++i];
+  while (i < n && c > SP && c !== DEL) c = buf[++i];
+  if (i < n && c !== SP) throw badRequestLine(buf, start, "request target has a control character");
 }
 
 export function parseResponseHead(buf: Uint8Array, limits: Limits = DEFAULT_LIMITS): ResponseHead | typeof NEED_MORE {

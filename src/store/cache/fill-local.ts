@@ -9,7 +9,7 @@ import { closeSync, openSync, unlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Headers } from "../../core/cache/freshness";
 import type { FillEndOutcome, FillOutcome } from "../../core/cache/plan";
-import { blobRelPath, type BlobWriter, publishBlob, syncDir } from "./blobs";
+import { blobRelPath, blobStamp, type BlobWriter, publishBlob, syncDir } from "./blobs";
 import {
   type FillCtx,
   type FillEnd,
@@ -241,7 +241,7 @@ export class LocalFill implements FillSource {
           sealed.sha256,
           now,
           now,
-          ctx.o.bootId, // we hashed these bytes as we wrote them
+          `${ctx.o.bootId}/${blobStamp(join(ctx.dir, rel))}`, // we hashed these bytes as we wrote them (store.ts `body`)
         );
         if (old !== null && old.blob_path !== rel) ctx.releaseBlob(old.blob_path);
         ctx.q.fillDone.run(now, sealed.size, rel, "stored", key, tmpPath);

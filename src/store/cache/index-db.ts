@@ -78,8 +78,8 @@ export type VictimRow = { pkey: string; vkey: string; blob_path: string; size: n
 // v1, the historical first schema. A new index is created as v1 and then migrated forward like an old one, so every
 // migration runs on every fresh index too (no second "current schema" text to keep in step).
 // `entries` keeps a rowid (rows carry a few hundred bytes of header JSON, too wide for WITHOUT ROWID); the
-// primary key's index serves `WHERE pkey = ?`. `verified` holds the boot id of the process that last checked the
-// blob's SHA-256 (see Store.body). `fills.blob_path`/`error` go beyond the brief's columns: a waiter that arrives
+// primary key's index serves `WHERE pkey = ?`. `verified` holds "<boot id>/<blobStamp>" of the last SHA-256 check of the
+// blob (see Store.body). `fills.blob_path`/`error` go beyond the brief's columns: a waiter that arrives
 // just after a fill finished reads the published blob, and a failed fill tells its waiters why.
 export const SCHEMA_V1 = `
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -251,6 +251,19 @@ function prepareAll(db: Database) {
     usage: db.prepare<{ bytes: number; entries: number }, []>("SELECT bytes, entries FROM usage WHERE id = 1"),
     recountUsage: db.prepare<unknown, []>(
       "UPDATE usage SET bytes = (SELECT coalesce(sum(size), 0) FROM entries), entries = (SELECT count(*) FROM entries)",
+    ),
+    // purge (store.ts): every stored object, matched against the selector in JS (core/cache-ops.ts matchesPurge)
+    objects: db.prepare<{ pkey: string; vkey: string; url: string; blob_path: string; size: number }, []>(
+      "SELECT pkey, vkey, url, blob_path, size FROM entries",
+    ),
+    // eviction totals live in `meta` as counters (no schema change): 'evicted_objects', 'evicted_bytes'
+    addCounter: db.prepare<unknown, [string, number]>(
+      `INSERT INTO meta (key, value) VALUES (?1, ?2)
+       ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + ?2`,
+    ),
+    counter: db.prepare<{ value: string }, [string]>("SELECT value FROM meta WHERE key = ?"),
+    largestObjects: db.prepare<{ url: string; size: number; hits: number; bytes_served: number }, [number]>(
+      "SELECT url, size, hits, bytes_served FROM entries ORDER BY size DESC LIMIT ?",
     ),
     // the admin's "largest objects" view (report.ts)
     topObjects: db.prepare<{ url: string; size: number; hits: number; bytes_served: number }, [number]>(

@@ -28,7 +28,9 @@ import { join, resolve } from "node:path";
 import type { Headers } from "../../core/cache/freshness";
 import { matchesVary } from "../../core/cache/key";
 import { ProxyError } from "../../core/errors";
-import { blobRelPath, cleanTmp, ensureBlobDirs, listBlobs, openBlobWriter, readBlob, sha256Hex } from "./blobs";
+import type { PurgeResult, PurgeSelector } from "../../core/cache-ops";
+import { countEvicted, evictionTotals, purgeRows } from "./purge";
+import { blobRelPath, blobStamp, cleanTmp, ensureBlobDirs, listBlobs, openBlobWriter, readBlob, sha256Hex } from "./blobs";
 import { closeQuiet, FillWriter, LocalFill, type Replaced, unlinkQuiet } from "./fill-local";
 import { RemoteFill } from "./fill-remote";
 import { type FillCtx, FillTail } from "./fill-tail";
@@ -129,7 +131,7 @@ export class Store {
   #ctx: FillCtx;
   #active = new Map<string, LocalFill>();
   #remotes = new Map<string, RemoteFill>();
-  #maps = new Map<string, Uint8Array>();
+  #maps = new Map<string, { bytes: Uint8Array; stamp: string | null }>();
   #touches = new Map<string, { pkey: string; vkey: string; hits: number; bytes: number; last: number }>();
   #flushTimer: ReturnType<typeof setTimeout> | null = null;
   #closed = false;
@@ -195,12 +197,18 @@ export class Store {
     return null;
   }
 
+  /** Whether any variant of `pkey` is stored: after a `lookup` miss, tells a Vary miss from a URI miss (RFC 9211 §2.2). */
+  holds(pkey: string): boolean {
+    this.#open();
+    return this.#db.q.entriesByPkey.all(pkey).length > 0;
+  }
+
   /**
    * The entry's bytes: the mapped blob, shared by every later hit in this thread, so treat it as read-only (a write
    * would stay in this thread's private mapping, never reach the file, but would change what later hits serve). The
-   * first open of a blob by a boot id (see `bootId`) checks its size and SHA-256 against the index; a mismatch
-   * (corrupted on disk) or a missing file deletes every entry of that blob and the file, and returns null so the
-   * caller refetches. Later hits reuse the mapping (no syscall).
+   * first open of a blob by a boot id (see `bootId`), and every open after its file changed (`blobStamp`), checks its
+   * size and SHA-256 against the index; a mismatch (corrupted on disk) or a missing file deletes every entry of that
+   * blob and the file, and returns null so the caller refetches. Later hits reuse the mapping (one stat).
    *
    * TODO: hashing is synchronous — about 0.8 s per GiB on this VM, on the worker's event loop, once per blob per boot
    * id. Fine for manifests and installers; for multi-GiB patch files an async, chunked check would be kinder.
@@ -209,29 +217,32 @@ export class Store {
     this.#open();
     const rel = blobRelPath(entry.sha256);
     const cached = this.#maps.get(rel);
-    if (cached !== undefined) {
+    // a file written into since it was checked (its stamp moved) is mapped and checked again, never served as it was
+    if (cached !== undefined && cached.stamp === blobStamp(entry.blobPath)) {
       this.#maps.delete(rel); // move to the LRU end
       this.#maps.set(rel, cached);
-      return cached;
+      return cached.bytes;
     }
     const q = this.#db.q;
     const bytes = readBlob(entry.blobPath);
+    const stamp = blobStamp(entry.blobPath);
     if (bytes === null || bytes.byteLength !== entry.size) {
       this.#dropBlob(rel);
       return null;
     }
-    if (q.verifiedOf.get(rel)?.verified !== this.#o.bootId) {
+    const mark = `${this.#o.bootId}/${stamp}`;
+    if (q.verifiedOf.get(rel)?.verified !== mark) {
       if (sha256Hex(bytes) !== entry.sha256) {
         this.#dropBlob(rel);
         return null;
       }
       try {
-        q.setVerified.run(this.#o.bootId, rel);
+        q.setVerified.run(mark, rel);
       } catch {
         // lock busy: we only lose the "already verified" note; the next Store hashes again
       }
     }
-    this.#maps.set(rel, bytes);
+    this.#maps.set(rel, { bytes, stamp });
     if (this.#maps.size > this.#o.mapCacheEntries) {
       // the oldest mapping goes; it is unmapped when GC collects it (Bun.mmap arrays munmap on finalisation)
       this.#maps.delete(this.#maps.keys().next().value!);
@@ -289,6 +300,28 @@ export class Store {
   usage(): Usage {
     this.#open();
     return this.#db.q.usage.get() ?? { bytes: 0, entries: 0 };
+  }
+
+  /**
+   * Remove every stored object the selector names (all variants of a URL, a host, a URL prefix, everything) in write
+   * transactions of a few hundred rows (purge.ts). An agent already streaming one finishes intact (blobs are unlinked, never
+   * truncated); its next lookup misses. A fill in flight is not stopped: what it commits afterwards is new.
+   */
+  purge(sel: PurgeSelector): PurgeResult {
+    this.#open();
+    return purgeRows(this.#db, sel, (rel) => this.#releaseBlob(rel));
+  }
+
+  /** Objects and bytes evicted by LRU since the index was created (every thread's: kept in the index). */
+  evictions(): { objects: number; bytes: number } {
+    this.#open();
+    return evictionTotals(this.#db);
+  }
+
+  /** The largest stored objects (patch slices count as objects of their own). */
+  largestObjects(limit: number): ObjectRow[] {
+    this.#open();
+    return this.#db.q.largestObjects.all(limit).map((r) => ({ url: r.url, size: r.size, hits: r.hits, bytesServed: r.bytes_served }));
   }
 
   /** The stored objects that served the most bytes (pending touches of this Store are written first). */
@@ -411,6 +444,7 @@ export class Store {
           n++;
           b += v.size;
         }
+        countEvicted(this.#db, n, b);
         return { n, b, more: victims.length === EVICT_BATCH && stored > low };
       });
       if (batch === null) break;
