@@ -27,6 +27,7 @@ import { BodyTooLarge, MAX_JSON_BODY, MAX_UPLOAD_BODY, checkToken, decideDoor, r
 import { renderPage } from "./page";
 import { handleMaintenance, healthMetrics } from "./maintenance";
 import { handleCacheApi, isCachePath, metricsCacheStore } from "./cache-ops";
+import { FLEET_SELF_PATH, answerFleetSelf, fleetView } from "./fleet-api";
 import { log } from "../log";
 
 const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
@@ -53,6 +54,8 @@ function keepSecrets(partial: Record<string, any>, cur: ReturnType<typeof redact
   if (up && typeof up === "object" && up.password === "(set)") up.password = real.upstream_proxy?.password ?? null;
   const ad = partial.admin;
   if (ad && typeof ad === "object" && ad.token === "(set)") ad.token = real.admin.token;
+  const fl = partial.fleet;
+  if (fl && typeof fl === "object" && fl.token === "(set)") fl.token = real.fleet.token;
   void cur;
 }
 
@@ -204,7 +207,8 @@ function metricsText(deps: AdminDeps, ctx: AdminContext): string {
   metric("agate_cache_bytes_total", "counter", "Cache bytes since start: served to agents, fetched from origins.", [[{ kind: "served" }, cache.served_bytes], [{ kind: "fetched" }, cache.fetched_bytes]]);
   const store = deps.cacheUsage?.(false);
   if (store) metricsCacheStore(store, metric);
-  metric("agate_bandwidth_saved_bytes_30d", "gauge", "Bytes served from the cache minus bytes fetched for it, last 30 days.", [[null, sum.savings_30d.saved_bytes]]);
+  // /api/stats' bandwidth_savings_30d.saved_bytes, with the unit as the last word (prometheus.io/docs/practices/naming)
+  metric("agate_bandwidth_savings_30d_saved_bytes", "gauge", "Bytes served from the cache minus bytes fetched for it, last 30 days.", [[null, sum.savings_30d.saved_bytes]]);
   healthMetrics(h, metric);
   if (h.ca) metric("agate_ca_expiry_timestamp_seconds", "gauge", "When the active CA expires.", [[{ kind: h.ca.kind }, Math.floor(Date.parse(h.ca.not_after) / 1000)]]);
   return out.join("\n") + "\n";
@@ -236,6 +240,12 @@ export async function handleApi(req: Request, deps: AdminDeps, ctx: AdminContext
         "x-frame-options": "DENY",
       },
     });
+
+  // Peers only: the fleet token and a peer's address, never the admin token (admin/fleet-api.ts)
+  if (path === FLEET_SELF_PATH) {
+    const a = answerFleetSelf(req, deps, ctx, addr);
+    return json(a.status, a.body, a.headers);
+  }
 
   const check = checkToken(req, deps.token);
   const door = decideDoor(check, ctx.throttle, addr, Date.now());
@@ -284,6 +294,7 @@ async function route(req: Request, url: URL, deps: AdminDeps, ctx: AdminContext,
   try {
     if (path === "/api/status") return method === "GET" ? json(200, statusBody(deps, ctx)) : notAllowed(method, path, "GET");
     if (isCachePath(path)) return await handleCacheApi(req, path, deps, note);
+    if (path === "/api/fleet") return method === "GET" ? json(200, fleetView(deps, ctx)) : notAllowed(method, path, "GET");
     if (path === "/api/stats") return method === "GET" ? json(200, statsBody(deps, ctx, url.searchParams.get("range") ?? "1h")) : notAllowed(method, path, "GET");
     if (path === "/metrics") {
       if (method !== "GET") return notAllowed(method, path, "GET");

@@ -10,6 +10,7 @@ import type { WorkerCounters } from "../workers/protocol";
 import type { CaPems } from "../store/ca-store";
 import type { ObjectReport } from "../store/cache/report";
 import type { AgentPort, HealthProblem, PortVerdict } from "../core/health";
+import type { FleetStatus } from "../core/fleet";
 
 /** The platform link (supervisor/platform-link.ts): per host and overall, for /api/status, the dashboard, /metrics. */
 export type LinkStatus = "Connected" | "Not connected" | "Unknown";
@@ -107,4 +108,45 @@ export type AdminDeps = {
   resetToken(): string | null;
   /** Client IPs as the workers report them (every second), for the persisted 7-day series. */
   onClientIps(cb: (port: "proxy" | "cache", ips: string[], now: number) => void): void;
+  /** The peers as the heartbeats see them (src/fleet/heartbeat.ts); absent: no fleet (test doubles). */
+  fleet?(): FleetPeersReport;
+  /** Whether a caller's address is one of `[fleet] peers` (their hosts, resolved): the self route's second door. */
+  isFleetPeer?(addr: string): boolean;
+};
+
+/** What a gateway says about itself to its peers (GET /api/fleet/self) and is shown as in the fleet view (issue 14). */
+export type FleetMember = {
+  name: string;
+  location: string;
+  version: string;
+  health: "Normal" | "Degraded" | "Down";
+  reasons: string[];
+  platform: { status: LinkStatus; connected_on: string | null };
+  active_agents_60m: number;
+  active_agents_24h: number;
+  savings_30d: { served_bytes: number; fetched_bytes: number; saved_bytes: number };
+  open_connections: number;
+  /** proxy.max_connections: what open_connections is measured against */
+  capacity: number;
+  uptime_s: number;
+};
+
+/** One row of the fleet view: a peer (its last report, null before it ever answered) or this gateway itself. */
+export type FleetRow = {
+  /** "host:port" as in [fleet] peers, or "self" */
+  peer: string;
+  self: boolean;
+  status: FleetStatus;
+  last_heartbeat: string | null;
+  missed_heartbeats: number;
+  last_error: string | null;
+  member: FleetMember | null;
+};
+
+export type FleetPeersReport = {
+  peers: FleetRow[];
+  heartbeat_s: number;
+  missed_heartbeats: number;
+  /** webhook notices: sent, failed for good, waiting for a retry; the URL is not shown (it often holds a secret) */
+  webhook: { configured: boolean; sent: number; failed: number; pending: number; last_error: string | null };
 };

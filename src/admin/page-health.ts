@@ -2,7 +2,7 @@
  * @module The dashboard's health parts (issue 10), as strings page.ts puts in: the platform link card ("QAG Status:
  * Connected", connected on, each host with its latency or last error and hop), the maintenance button, and the
  * "gateway unreachable since …" banner that replaces a stale "Normal" when the API stops answering (the page used to
- * keep showing the last answer after the gateway had stopped).
+ * keep showing the last answer after the gateway had stopped), polled on every tab (`pollHealth`).
  */
 
 export const HEALTH_CARD = `
@@ -30,6 +30,13 @@ function onRefreshFail(e) {
   const el = document.getElementById("unreachable");
   el.textContent = "gateway unreachable since " + unreachableSince.toLocaleString() + " (" + unreachableSince.toISOString() + "); the figures below are from before";
   el.classList.remove("hidden");
+}
+/** On every tab but the Appliance one (which refreshes it all): /api/status alone keeps the header's badge and the
+ * banner true, so "gateway unreachable since …" shows wherever the admin is, not only on the Appliance tab. */
+async function pollHealth() {
+  const st = await api("/api/status");
+  onReach();
+  const hb = document.getElementById("health"); hb.textContent = st.health; hb.className = "badge " + st.health;
 }
 function linkText(l) {
   const on = l.connected_on ? " · connected on " + new Date(l.connected_on).toLocaleString() : "";

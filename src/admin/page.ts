@@ -4,10 +4,12 @@
  * (sessionStorage) and calls the JSON API with it. Tabs: appliance (health, ports, modes, TLS, counters, the
  * connections-over-time graph as inline SVG, bandwidth saved), certificates (list, upload, edit, delete, assign,
  * expiry warning 30 days ahead), configuration (a 3-step wizard validated by the API's dry run, messages shown next to
- * the field), logs (search, paging) and diagnostics (connectivity, resources, the encrypted archive, reset).
+ * the field), logs (search, paging), diagnostics (connectivity, resources, the encrypted archive, reset) and the
+ * fleet (admin/page-fleet.ts).
  */
 import { MAX_ALLOWED_DOMAINS, OFFERED_TLS_VERSIONS, RESERVED_PORTS } from "../core/config";
 import { CACHE_SCRIPT, CACHE_SECTION, CACHE_TAB } from "./page-cache";
+import { FLEET_SCRIPT, FLEET_SECTION, FLEET_TAB } from "./page-fleet";
 import { HEALTH_CARD, HEALTH_SCRIPT, UNREACHABLE_BANNER } from "./page-health";
 
 const CSS = `
@@ -84,7 +86,7 @@ async function login(ev) {
 function start() {
   $("#login").classList.add("hidden"); $("#app").classList.remove("hidden");
   show(tab);
-  clearInterval(timer); timer = setInterval(() => { if (tab === "appliance") refreshAppliance().catch(onRefreshFail); if (tab === "cache") refreshCache().catch(() => {}); }, 2000);
+  clearInterval(timer); timer = setInterval(() => { if (tab === "appliance") refreshAppliance().catch(onRefreshFail); else pollHealth().catch(onRefreshFail); if (tab === "cache") refreshCache().catch(() => {}); if (tab === "fleet") refreshFleet().catch(() => {}); }, 2000);
 }
 
 function show(t) {
@@ -96,6 +98,7 @@ function show(t) {
   if (t === "config") startWizard().catch(showErr);
   if (t === "logs") refreshLogs().catch(showErr);
   if (t === "cache") refreshCache().catch(showErr);
+  if (t === "fleet") refreshFleet().catch(showErr);
 }
 function showErr(e) { if (e.message !== "unauthorized") $("#toast").textContent = e.message; }
 
@@ -333,7 +336,7 @@ document.addEventListener("DOMContentLoaded", () => {
   wireCache();
   if (token) start(); else $("#token").focus();
 });
-${CACHE_SCRIPT}${HEALTH_SCRIPT}`;
+${CACHE_SCRIPT}${HEALTH_SCRIPT}${FLEET_SCRIPT}`;
 
 const BODY = `
 <div id="login" class="card">
@@ -346,7 +349,7 @@ const BODY = `
 </div>
 <div id="app" class="hidden">
 <header><h1>agate</h1><span id="gw-name" class="muted" style="color:#cfe0f2"></span><span class="sp"></span><span id="health" class="badge">…</span><button id="logout">Sign out</button></header>
-<nav><button data-tab="appliance">Appliance</button>${CACHE_TAB}<button data-tab="certs">Certificates</button><button data-tab="config">Configuration</button><button data-tab="logs">Logs</button><button data-tab="diag">Diagnostics</button></nav>
+<nav><button data-tab="appliance">Appliance</button>${CACHE_TAB}<button data-tab="certs">Certificates</button><button data-tab="config">Configuration</button><button data-tab="logs">Logs</button><button data-tab="diag">Diagnostics</button>${FLEET_TAB}</nav>
 <main>
 <div id="toast" class="err"></div>${UNREACHABLE_BANNER}
 <section data-tab="appliance">
@@ -364,7 +367,7 @@ ${HEALTH_CARD}
     <div class="card"><h3>Refused</h3><div class="big" id="c-refusals">0</div><div class="muted">requests refused by policy or limits</div></div>
   </div>
   <div class="card" style="margin-top:14px"><div class="row" style="justify-content:space-between"><h3 style="flex:0 0 auto">Connections over time</h3><span style="flex:0 0 auto"><button class="sec" data-range="1h">1 h</button> <button class="sec" data-range="24h">24 h</button> <button class="sec" data-range="7d">7 days</button></span></div><div id="graph"></div></div>
-</section>${CACHE_SECTION}
+</section>${CACHE_SECTION}${FLEET_SECTION}
 <section data-tab="certs" class="hidden">
   <div id="cert-warn"></div>
   <div class="card"><h3>Certificate authorities</h3>

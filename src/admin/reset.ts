@@ -56,6 +56,7 @@ export function resetPlan(deps: AdminDeps): ResetPlan {
     `the configuration goes back to ${from}: changes made in the web page, the API or 'agate config set' (${OVERLAY_FILE}) are removed`,
     `ports after the reset: proxy ${next.proxy.port || "(any free port)"}${next.cache.enabled ? `, cache ${next.cache.port}` : ", cache mode off"}; the management port changes only at the next start`,
     "uploaded certificate chains, leaves, logs, stats, savings and the cached objects are removed; stats start from zero",
+    "maintenance mode is turned off: the gateway serves agents again",
     deps.config.admin.token ? "the admin token stays (the config file sets it)" : "a new admin token is made (the answer and data_dir/admin.token hold it)",
   ];
   if (deps.configPath) will.push(`${deps.configPath} itself is never changed or removed`);
@@ -81,6 +82,9 @@ export function runReset(deps: AdminDeps, ctx: AdminContext): Promise<{ removed:
       else rmSync(p, { recursive: true, force: true });
       removed.push(p);
     }
+    // maintenance.json went with data_dir, but the running gateway holds its own state: turn it off there too, so
+    // health, /healthz and the agent-check answer for the reset gateway (not just after the next start)
+    deps.setMaintenance(false);
     const token = deps.resetToken();
     if (token) removed.push(join(deps.dataDir, "admin.token"));
     deps.resetStats();

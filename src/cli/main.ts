@@ -12,6 +12,7 @@ import { VERSION } from "../version";
 import { EX_CONFIG, checkConfigFile } from "./config-check";
 import { openArchive, openCommand } from "../admin/diagnostics";
 import { CACHE_USAGE, cacheCommand } from "./cache";
+import { FLEET_USAGE, fleetCommand } from "./fleet";
 
 const USAGE = `usage: agate [--url URL] [--token TOKEN] [--config FILE | --data-dir DIR] [--json] [--insecure] COMMAND
 
@@ -39,6 +40,7 @@ commands:
                                   established tunnels and downloads continue; kept across restarts
   metrics                         the Prometheus metrics
 ${CACHE_USAGE}
+${FLEET_USAGE}
   --version                       the version of this command`;
 
 class Usage extends Error {}
@@ -509,6 +511,9 @@ export async function main(argv: string[]): Promise<number> {
           usage: (m) => new Usage(m),
           refused: (m) => new Refused(m),
         });
+        break;
+      case "fleet":
+        await fleetCommand(o.rest.slice(1), { call: (path, init) => call(t, o, path, init), print, table, bytes, json: o.json, flags: o.flags, usage: (m) => new Usage(m), refused: (m) => new Refused(m) });
         break;
       case "metrics":
         print(await call(t, o, "/metrics"));

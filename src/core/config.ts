@@ -5,6 +5,7 @@
  * Nothing else reads settings; a reload goes through the same function.
  */
 import { ConfigError } from "./errors";
+import { FLEET_DEFAULTS, FLEET_KEYS, type FleetConfig, parseFleet } from "./fleet-config";
 
 /** DESIGN.md "Ports": reserved by the appliance's own services. */
 export const RESERVED_PORTS: ReadonlySet<number> = new Set([
@@ -87,6 +88,10 @@ export type Config = {
     rules: ArtifactRule[];
     /** RFC 5861 stale-if-error for platform objects whose origin sends no stale-if-error of its own (0 = off) */
     stale_if_error_s: number;
+    /** how long an origin has, once a request is sent, to start its response head; then 504 or stale-if-error */
+    origin_timeout_s: number;
+    /** heuristic lifetime of a 404/410 with no freshness and no Last-Modified (Squid's negative_ttl; 0 = off) */
+    negative_ttl_s: number;
   };
   patch: {
     enabled: boolean;
@@ -119,6 +124,8 @@ export type Config = {
   };
   /** agent_check_port: HAProxy agent-check (supervisor/agent-check.ts), null = off */
   admin: { port: number; listen: string; tls: boolean; token: string | null; agent_check_port: number | null };
+  /** several gateways seen as one (issue 14): core/fleet-config.ts */
+  fleet: FleetConfig;
 };
 
 export const DEFAULTS: Config = {
@@ -142,6 +149,8 @@ export const DEFAULTS: Config = {
     max_bytes: 0,
     rules: [],
     stale_if_error_s: 86_400,
+    origin_timeout_s: 30,
+    negative_ttl_s: 60,
   },
   patch: {
     enabled: false,
@@ -158,6 +167,7 @@ export const DEFAULTS: Config = {
   platform: { domains: [...PLATFORM_DOMAINS], pod: "qg1.apps.qualys.com", probe_interval_s: 60 },
   tls: { upstream_ca: null, ca: "appliance", ca_cert: null, ca_chain: null, ca_key: null },
   admin: { port: 8443, listen: "127.0.0.1", tls: false, token: null, agent_check_port: null },
+  fleet: FLEET_DEFAULTS,
 };
 
 type Raw = Record<string, unknown>;
@@ -277,7 +287,7 @@ function strList(key: string, v: unknown, max: number): string[] {
 const KNOWN: Record<string, readonly string[]> = {
   gateway: ["name", "data_dir", "workers", "drain_grace_s", "log_cap_bytes"],
   proxy: ["port", "listen", "max_connections", "idle_timeout_s", "head_timeout_s", "handshake_timeout_s", "connect_timeout_s", "max_head_bytes"],
-  cache: ["enabled", "port", "listen", "min_tls", "allowed_domains", "max_bytes", "rules", "stale_if_error_s"],
+  cache: ["enabled", "port", "listen", "min_tls", "allowed_domains", "max_bytes", "rules", "stale_if_error_s", "origin_timeout_s", "negative_ttl_s"],
   patch: ["enabled", "volume", "min_volume_bytes", "allow_same_device", "client_networks", "agent_user_agents", "slice_bytes"],
   upstream_proxy: ["host", "port", "username", "password", "auth"],
   destinations: ["ports"],
@@ -285,6 +295,7 @@ const KNOWN: Record<string, readonly string[]> = {
   tls: ["upstream_ca", "ca", "ca_cert", "ca_chain", "ca_key"],
   admin: ["port", "listen", "tls", "token", "agent_check_port"],
   hosts: [],
+  fleet: FLEET_KEYS,
 };
 
 function section(raw: Raw, name: string): Raw {
@@ -370,6 +381,8 @@ export function parseConfig(raw: unknown, base: Config = DEFAULTS): Config {
     max_bytes: int("cache.max_bytes", pick(c, "max_bytes", base.cache.max_bytes), 0, Number.MAX_SAFE_INTEGER),
     rules,
     stale_if_error_s: int("cache.stale_if_error_s", pick(c, "stale_if_error_s", base.cache.stale_if_error_s), 0, 365 * 86_400),
+    origin_timeout_s: num("cache.origin_timeout_s", pick(c, "origin_timeout_s", base.cache.origin_timeout_s), 0.1, 3600),
+    negative_ttl_s: int("cache.negative_ttl_s", pick(c, "negative_ttl_s", base.cache.negative_ttl_s), 0, 86_400),
   };
   if (new Set(allowed).size !== allowed.length) {
     const dup = allowed.find((d, i) => allowed.indexOf(d) !== i);
@@ -482,7 +495,9 @@ export function parseConfig(raw: unknown, base: Config = DEFAULTS): Config {
   for (const [k, v] of [...ports, ["admin.port", admin.port] as const])
     if (v !== 0 && v === admin.agent_check_port) throw new ConfigError("admin.agent_check_port", `${v} is already ${k}`);
 
-  return deepFreeze({ gateway, proxy, cache, patch, upstream_proxy, hosts, destinations, platform, tls, admin });
+  const fleet = parseFleet(section(raw, "fleet"), base.fleet ?? FLEET_DEFAULTS, admin.token);
+
+  return deepFreeze({ gateway, proxy, cache, patch, upstream_proxy, hosts, destinations, platform, tls, admin, fleet });
 }
 
 /** [hosts] keys are host names; single-label names (e.g. "origin") are allowed there. */
@@ -504,6 +519,7 @@ export function redactConfig(c: Config): Config {
     ...c,
     upstream_proxy: c.upstream_proxy && { ...c.upstream_proxy, password: c.upstream_proxy.password ? "(set)" : null },
     admin: { ...c.admin, token: c.admin.token ? "(set)" : null },
+    fleet: c.fleet && { ...c.fleet, token: c.fleet.token ? "(set)" : null },
   };
 }
 

@@ -17,7 +17,7 @@ import { type ErrorCode, type ErrorSide, ProxyError, statusFor } from "./errors"
 import { NEED_MORE, getHeader, parseRequestHead, type Headers } from "./http1/head";
 import { toRequest } from "./connect";
 import { ESTABLISHED, makeErrorResponse, makeResponse } from "./http1/serialize";
-import { decide, decideClient, type Policy, type PolicyRule } from "./policy";
+import { decide, decideClient, type Policy, type PolicyRule, type PolicyVerdict } from "./policy";
 import { peekClientHello } from "./tls-peek";
 import { type AgentCa, type CaAsk, caRouteOf, makeCaAnswer } from "./ca-page";
 import type { Target, Verdict } from "./types";
@@ -274,6 +274,17 @@ export function onDialled(s: ConnSession, via: string, now: number): ConnCommand
 export function onDialFailed(s: ConnSession, e: unknown, now: number): ConnCommand[] {
   if (s.state !== "dial") return none;
   return refuseError(s, e, now);
+}
+
+/**
+ * The name resolved to a non-public address (the worker ran `decideAddress` after DNS): refused like a policy
+ * deny, with its rule in the log line, the refusal counter and the answer's Proxy-Status (RFC 9209 §2.3,
+ * `destination_ip_prohibited`; `details` carries the rule).
+ */
+export function onAddressDenied(s: ConnSession, v: PolicyVerdict, now: number): ConnCommand[] {
+  if (s.state !== "dial") return none;
+  const why = v.reason ?? `${s.target ? dest(s) : "the destination"} resolves to an internal address`;
+  return refuse(s, err("PX_POLICY_DENY", why), v.rule, now, [["Proxy-Status", `agate; error=destination_ip_prohibited; details="${v.rule}"`]]);
 }
 
 /** Domain fronting is closed: the ClientHello's SNI must name the CONNECT host (no SNI passes). */

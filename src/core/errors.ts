@@ -70,6 +70,7 @@ const SPECIAL: Partial<Record<ErrorCode, number>> = {
   PX_UPSTREAM_REFUSED: 502,
   PX_UPSTREAM_PROXY: 502,
   PX_UPSTREAM_TIMEOUT: 504,
+  PX_FILL_IDLE: 504, // RFC 9110 §15.6.5: the origin behind the fill gave no timely answer (cache.origin_timeout_s)
   PX_DNS: 502,
   PX_NOT_FOUND: 404,
   PX_MISDIRECTED: 421,

@@ -49,6 +49,15 @@ function checkPorts(next: Config, running: Running | null) {
     const why = probeBind(sec.listen, sec.port);
     if (why) throw new ConfigError(key, why);
   }
+  // HAProxy's agent-check listens on the proxy port's address (agent-check.ts): a port another process holds is
+  // refused like the others, not only logged while HAProxy's checks go to that other process.
+  const ac = next.admin.agent_check_port;
+  if (ac !== null && ac !== 0) {
+    const was = running?.config;
+    if (was && was.admin.agent_check_port === ac && was.proxy.listen === next.proxy.listen) return; // ours already
+    const why = probeBind(next.proxy.listen, ac);
+    if (why) throw new ConfigError("admin.agent_check_port", why);
+  }
 }
 
 /** A file the config names: it exists, is a regular file and can be read by this process. */

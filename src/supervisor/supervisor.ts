@@ -24,6 +24,7 @@ import { type CacheOps, makeCacheOps } from "./cache-ops";
 import { DEFAULT_LOG_LIMITS, rotateLogFile } from "../store/log-store";
 import { HealthMonitor } from "./health-monitor";
 import { startAgentCheck } from "./agent-check";
+import { FleetMonitor } from "../fleet/heartbeat";
 import { loadLayered } from "../store/config-files";
 import { checkApplicable } from "./preflight";
 import { addHistograms } from "../core/histogram";
@@ -267,6 +268,9 @@ export async function startSupervisor(opts: { config: Config; configPath: string
   const timers = [setInterval(flushFile, 200)];
   healthMon.start();
   const agentCheck = startAgentCheck(() => config, () => healthMon.decide(), () => pool.openConnections());
+  // The fleet (issue 14): heartbeats to [fleet] peers; their status never enters this gateway's own health.
+  const fleet = new FleetMonitor(() => config);
+  fleet.apply(config);
 
   const totals = (): WorkerCounters => {
     const t = emptyCounters();
@@ -379,6 +383,7 @@ export async function startSupervisor(opts: { config: Config; configPath: string
       pool.setConfig(next, nextPorts, nextCa);
       patchRefused = null;
       agentCheck.apply(next);
+      fleet.apply(next);
       healthMon.push();
     },
     setCa(pems: CaPems) {
@@ -410,6 +415,7 @@ export async function startSupervisor(opts: { config: Config; configPath: string
       for (const t of timers) clearInterval(t);
       healthMon.stop();
       agentCheck.stop();
+      fleet.stop();
     },
     setMaintenance(on: boolean) {
       const m = healthMon.setMaintenance(on);
@@ -424,6 +430,8 @@ export async function startSupervisor(opts: { config: Config; configPath: string
     purgeCache: (sel) => cacheOps.purge(sel),
     startPrefill: (urls) => cacheOps.startPrefill(urls),
     prefillJobs: () => cacheOps.prefillJobs(),
+    fleet: () => fleet.report(),
+    isFleetPeer: (addr) => fleet.isPeerAddr(addr),
   };
 
   return sup;

@@ -21,7 +21,7 @@ import { ProxyError, printable, statusFor } from "../core/errors";
 import { checkHostField, getHeader } from "../core/http1/head";
 import { framingForRequest } from "../core/http1/body";
 import { parseAuthority } from "../core/connect";
-import { decide, decideClient } from "../core/policy";
+import { type PolicyRule, decide, decideClient } from "../core/policy";
 import { loadCa, makeLeafKeys } from "../core/certs";
 import { LeafCache } from "../core/cert-cache";
 import { type CacheDefaults, type StoredResponse, CACHE_DEFAULTS, ccOf, currentAge, lifetimeOf } from "../core/cache/freshness";
@@ -44,8 +44,20 @@ import { countHostPhase } from "./cache-hosts";
 /** Lookups of one request before it gives up on the cache and goes straight to the origin. */
 const MAX_ATTEMPTS = 3;
 
-/** What the access line and the Cache-Status field (RFC 9211) say about the cache, filled in as the story goes. */
-type Access = { phase: CachePhase; reason: CacheReason | null; cs: CacheStatus };
+/** What the access line and the Cache-Status field (RFC 9211) say about the cache, filled in as the story goes.
+ * `rule`: the policy rule that refused the request (as conn-session's "refused" line names it), also its reason. */
+type Access = { phase: CachePhase; reason: CacheReason | PolicyRule | null; cs: CacheStatus; rule?: PolicyRule; error?: string };
+
+/** A plain request the policy refused: the code chooses the status, `rule` goes to the access line (STYLE §9). */
+class Refusal extends ProxyError {
+  constructor(
+    code: "PX_POLICY_DENY" | "PX_CLIENT_DENY",
+    readonly rule: PolicyRule,
+    msg: string,
+  ) {
+    super(code, "client", msg);
+  }
+}
 
 /**
  * The agent's Responder with `Cache-Status` added to whatever head or error is written (RFC 9211: on every
@@ -92,7 +104,8 @@ export async function onCacheRequest(rt: WorkerRuntime, inc: IncomingRequest, ag
   } catch (e) {
     const pe = e instanceof ProxyError ? e : new ProxyError("PX_INTERNAL", "internal", String((e as Error)?.message ?? e), { cause: e });
     if (!(e instanceof ProxyError)) log("error", "request failed", { reqId, id: inc.connId, url: req ? logTarget(req.url) : undefined, error: String((e as Error)?.stack ?? e) });
-    a.reason ??= pe.code;
+    if (e instanceof Refusal) (a.rule = e.rule), (a.error = pe.message); // the words a person acts on, beside the rule
+    a.reason ??= a.rule ?? pe.code;
     a.cs.detail ??= pe.code;
     if (!res.closed) res.error(statusFor(pe), pe.message);
   } finally {
@@ -113,6 +126,8 @@ export async function onCacheRequest(rt: WorkerRuntime, inc: IncomingRequest, ag
       status: res.status,
       phase: a.phase,
       reason: a.reason ?? undefined,
+      rule: a.rule,
+      error: a.error,
       cacheStatus: formatCacheStatus(a.cs),
       bytesIn: inc.head.headBytes + body.bytes,
       bytesOut: res.bytesOut,
@@ -303,9 +318,9 @@ export function route(rt: WorkerRuntime, inc: IncomingRequest): HttpRequest {
   const target = parseAuthority(u.host, 80);
   const client = { ip: inc.clientIp, port: "cache" as const, userAgent: getHeader(head.headers, "user-agent") };
   const denied = decideClient(rt.policy, client);
-  if (denied) throw new ProxyError("PX_CLIENT_DENY", "client", denied.reason ?? "client not allowed");
+  if (denied) throw new Refusal("PX_CLIENT_DENY", denied.rule, denied.reason ?? "client not allowed");
   const v = decide(rt.policy, target, client);
-  if (v.action === "deny") throw new ProxyError("PX_POLICY_DENY", "client", v.reason ?? `${target.host} denied`);
+  if (v.action === "deny") throw new Refusal("PX_POLICY_DENY", v.rule, v.reason ?? `${target.host} denied`);
   const path = u.pathname + u.search;
   return { ...base, scheme: "http", target, path, url: `http://${u.host}${path}`, verdict: v, body: bodyOf(head.headers) };
 }
@@ -313,7 +328,7 @@ export function route(rt: WorkerRuntime, inc: IncomingRequest): HttpRequest {
 // The framing was checked by the session already (a malformed one never reaches the story); this only names it.
 const bodyOf = (h: HttpRequest["headers"]) => framingForRequest(h);
 
-const defaultsOf = (rt: WorkerRuntime): CacheDefaults => ({ ...CACHE_DEFAULTS, rules: rt.config.cache.rules });
+const defaultsOf = (rt: WorkerRuntime): CacheDefaults => ({ ...CACHE_DEFAULTS, rules: rt.config.cache.rules, negativeTtlS: rt.config.cache.negative_ttl_s });
 
 // ───────────────────────────── cache mode in a worker ─────────────────────────────
 

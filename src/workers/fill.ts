@@ -358,7 +358,9 @@ export async function runFill(
   const failed = (e: Error) => {
     counters.fill_errors++;
     log("warn", "cache fill failed", { url: logTarget(req.url), error: e.message });
-    fill.fail("failed", e.message);
+    // An origin that did not answer in time (cache.origin_timeout_s, or the dial's connect_timeout_s) ends the fill
+    // "idle": every waiter, in any worker, gets 504 (PX_FILL_IDLE) or its stale entry (RFC 5861 §4 "times out").
+    fill.fail(e instanceof ProxyError && e.code === "PX_UPSTREAM_TIMEOUT" ? "idle" : "failed", e.message);
   };
   await new Promise<void>((resolve) => {
     const abandon = () => {

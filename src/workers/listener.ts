@@ -19,6 +19,7 @@ import {
   onClientEnd,
   onClosed,
   onData,
+  onAddressDenied,
   onDialFailed,
   onDialled,
   onDrainStart,
@@ -31,7 +32,7 @@ import { log } from "../log";
 import type { ClientConn, WorkerRuntime } from "./runtime";
 import { flushPending, writeOrPend } from "./pipe";
 import { type PipeEnd, makePipeEnd, onPipeDrain, onPipeEnd, pipeWrite, shutWhenFlushed } from "./tunnel";
-import { type OriginConn, dialTarget, onHandshakeClose, onHandshakeData } from "./upstream";
+import { AddressRefusal, type OriginConn, dialTarget, onHandshakeClose, onHandshakeData } from "./upstream";
 import { observe } from "../core/histogram";
 import { interceptConnection } from "./intercept";
 
@@ -177,6 +178,7 @@ async function dial(shell: Shell, sock: Socket<ClientConn>, target: Target) {
     d = await dialTarget(target, { config: rt.config, policy: rt.policy, handlers: shell.originHandlers, now: rt.now() });
   } catch (e) {
     if (c.closed) return;
+    if (e instanceof AddressRefusal) return run(shell, sock, onAddressDenied(c, e.verdict, rt.now()));
     return run(shell, sock, onDialFailed(c, e, rt.now()));
   }
   const origin = d.sock;

@@ -93,11 +93,15 @@ class Exchange {
   reused = false;
   /** set by startExchange: connect again on a fresh connection (idempotent requests on a dead pooled one) */
   retry: (() => void) | null = null;
+  /** the response-head deadline (`cache.origin_timeout_s`), running from the end of the request to the final head */
+  headTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     readonly pool: OriginPool,
     readonly req: OriginRequest,
     readonly sink: ResponseSink,
+    /** seconds the origin has, once the request is sent, to start its final response head */
+    readonly headTimeoutS: number,
   ) {
     this.bodyChunked = req.body.kind === "chunked";
     this.bodySent = req.body.kind === "none";
@@ -121,11 +125,15 @@ class Exchange {
           // follows an Upgrade, which agate never sends upstream.
           this.sink.onInterim?.(head);
           if (this.finished) return;
+          // An interim response (102 Processing above all, RFC 9110 §15.2.3) says the origin is at work: the
+          // deadline starts again, so a long job that reports progress is not cut.
+          this.armHeadDeadline();
           const rest = buf.subarray(head.headBytes);
           if (rest.byteLength) this.onBytes(rest.slice());
           return;
         }
         this.head = head;
+        this.clearHeadDeadline();
         this.decoder = new BodyDecoder(framingForResponse(this.req.method, head.status, head.headers), "upstream");
         this.sink.onHead(head);
         if (this.finished) return;
@@ -147,6 +155,28 @@ class Exchange {
     if (r.rest) this.trailing = true; // bytes after the response: this connection is not reusable
     if (r.done) return this.finish();
     if (!more) this.pause();
+  }
+
+  /**
+   * An origin that accepts the connection and then says nothing (or stops mid-head) fails the exchange with
+   * PX_UPSTREAM_TIMEOUT once `headTimeoutS` passes, so RFC 5861 §4's "times out" reaches stale-if-error and an agent
+   * with nothing stored gets 504 (RFC 9110 §15.6.5) instead of waiting for the hour-long idle timeout. Only the head
+   * is timed: a body's pace is the tails' idle limit's business (store.ts tailIdleMs).
+   */
+  armHeadDeadline() {
+    this.clearHeadDeadline();
+    if (this.finished || this.head !== null || !this.bodySent) return;
+    this.headTimer = setTimeout(() => {
+      this.headTimer = null;
+      if (this.head !== null) return;
+      const what = this.bytesIn > 0 ? `stopped after ${this.bytesIn} bytes of its response head` : "sent no response";
+      this.fail(new ProxyError("PX_UPSTREAM_TIMEOUT", "upstream", `${this.req.target.host} ${what} within ${this.headTimeoutS}s of the request (cache.origin_timeout_s)`));
+    }, this.headTimeoutS * 1000);
+  }
+
+  clearHeadDeadline() {
+    if (this.headTimer !== null) clearTimeout(this.headTimer);
+    this.headTimer = null;
   }
 
   pause() {
@@ -184,6 +214,7 @@ class Exchange {
   finish() {
     if (this.finished) return;
     this.finished = true;
+    this.clearHeadDeadline();
     const sock = this.sock;
     const h = this.head;
     const reusable =
@@ -208,6 +239,7 @@ class Exchange {
   fail(e: ProxyError) {
     if (this.finished) return;
     this.finished = true;
+    this.clearHeadDeadline();
     this.sock?.terminate();
     this.sink.onError(e);
   }
@@ -227,6 +259,7 @@ class Exchange {
     if (!s || this.finished) return;
     if (this.bodyChunked) writeAll(s, lastChunk());
     this.bodySent = true;
+    this.armHeadDeadline(); // the request is whole: the origin's turn
   }
 
   onWritable: (() => void) | null = null;
@@ -359,7 +392,7 @@ export class OriginPool implements Origins {
 /** Start one exchange: reuse a kept-alive connection or dial (TLS included), send the head; the sink gets the
  * response. Rejects on dial/TLS failure. */
 async function startExchange(pool: OriginPool, req: OriginRequest, sink: ResponseSink, env: OriginEnv): Promise<ExchangeHandle> {
-  const ex = new Exchange(pool, req, sink);
+  const ex = new Exchange(pool, req, sink, env.config.cache.origin_timeout_s);
   const up = env.config.upstream_proxy;
   ex.poolKey = `${req.scheme}|${req.target.host}|${req.target.port}|${up ? `${up.host}:${up.port}` : mappedAddress(env.policy, req.target.host) ?? "dns"}`;
   const authority = req.target.port === (req.scheme === "https" ? 443 : 80) ? req.target.host : `${req.target.host}:${req.target.port}`;
@@ -399,6 +432,7 @@ async function startExchange(pool: OriginPool, req: OriginRequest, sink: Respons
     sock.data.ex = ex;
     ex.sock = sock;
     writeAll(sock, head);
+    ex.armHeadDeadline(); // a request without a body is whole now (one with a body: at endBody)
   };
 
   const pooled = pool.takeIdle(ex.poolKey);
@@ -418,6 +452,7 @@ async function startExchange(pool: OriginPool, req: OriginRequest, sink: Respons
     abort: () => {
       if (!ex.finished) {
         ex.finished = true;
+        ex.clearHeadDeadline();
         ex.sock?.terminate();
       }
     },

@@ -14,7 +14,7 @@ import type { Target } from "../core/types";
 import { NEED_MORE, getHeaderAll, parseResponseHead, type ResponseHead } from "../core/http1/head";
 import { BodyDecoder, framingForResponse } from "../core/http1/body";
 import { type NtlmCrypto, type ProxyAuthExchange, type ProxyAuthFailure, onProxyAuthRequired, openProxyAuth } from "../core/proxy-auth";
-import { decideAddress, mappedAddress, type Policy } from "../core/policy";
+import { decideAddress, mappedAddress, type Policy, type PolicyVerdict } from "../core/policy";
 import { type PipeEnd, makePipeEnd } from "./tunnel";
 import { HeadAccumulator } from "./pipe";
 
@@ -83,9 +83,22 @@ export async function resolveTarget(target: Target, config: Config, policy: Poli
   // Refuse when any address is internal: a name that points inside the site is not a vendor's platform.
   for (const a of addrs) {
     const v = decideAddress(policy, target, a.address);
-    if (v) throw new ProxyError("PX_POLICY_DENY", "client", v.reason ?? `${target.host} resolves to an internal address`);
+    if (v) throw new AddressRefusal(v, target.host);
   }
   return addrs[0]!.address;
+}
+
+/**
+ * A name refused after DNS: the verdict (rule `deny-private-address`) travels as a value, so the refusal is logged and
+ * counted with its rule, not with the error code PX_POLICY_DENY (issue 12 follow-up).
+ */
+export class AddressRefusal extends ProxyError {
+  constructor(
+    readonly verdict: PolicyVerdict,
+    host: string,
+  ) {
+    super("PX_POLICY_DENY", "client", verdict.reason ?? `${host} resolves to an internal address`);
+  }
 }
 
 /** Connect a TCP socket with a deadline; the socket's `data` starts as a fresh OriginConn. */

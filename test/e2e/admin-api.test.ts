@@ -144,7 +144,7 @@ describe("bandwidth savings", () => {
       expect(s.cache.misses).toBeGreaterThanOrEqual(1);
       expect(s.active_agents_60m).toBe(1);
       const saved = s.bandwidth_savings_30d.saved_bytes;
-      expect(await (await g.admin("/metrics")).text()).toMatch(/^agate_bandwidth_saved_bytes_30d [1-9]\d+$/m);
+      expect(await (await g.admin("/metrics")).text()).toMatch(/^agate_bandwidth_savings_30d_saved_bytes [1-9]\d+$/m);
 
       const dir = g.dir;
       await g.stop();

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { makeTestPki } from "../peers/test-ca";
 import { startTlsOrigin, type Origin } from "../peers/tls-origin";
-import { curl, startGateway, type Gateway } from "../peers/gateway";
+import { BUN, ROOT, curl, startGateway, toToml, type Gateway } from "../peers/gateway";
 import { squidMissing, startSquid, type Squid } from "../peers/squid";
 import { freePort, waitFor } from "../peers/helpers";
 
@@ -165,5 +165,35 @@ describe.skipIf(!!missing)("two gateways behind haproxy's agent-check", () => {
     expect((await post(false)).status).toBe(200);
     expect(await agentSays(agentB)).toMatch(/^up ready \d+%\n$/);
     await waitFor(async () => (await view()).b.status === "UP", { timeoutMs: 15_000, what: "haproxy: b UP again", everyMs: 100 });
+  }, 60_000);
+});
+
+/** `[admin] agent_check_port` held by another process is refused like the other ports (it used to be only logged,
+ * and HAProxy's checks went to whatever held the port): at start exit 78 naming the key, from the API 400. */
+describe("agent_check_port in use", () => {
+  test("at start: exit 78 naming admin.agent_check_port and why; from the API: 400, the running config stays", async () => {
+    const holder = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    try {
+      const dir = mkdtempSync(join(tmpdir(), "agate-agent-busy-"));
+      const file = join(dir, "a.toml");
+      writeFileSync(file, toToml({ gateway: { data_dir: join(dir, "data") }, proxy: { port: 0, listen: "127.0.0.1" }, admin: { port: 0, agent_check_port: holder.port }, platform: { probe_interval_s: 0 } }));
+      const p = Bun.spawn([BUN, join(ROOT, "src/main.ts"), "--config", file], { stdout: "pipe", stderr: "pipe" });
+      const t = setTimeout(() => p.kill("SIGKILL"), 20_000);
+      const [err, code] = await Promise.all([new Response(p.stderr).text(), p.exited]);
+      clearTimeout(t);
+      expect(code).toBe(78);
+      expect(err).toContain("admin.agent_check_port");
+      expect(err).toContain("in use");
+
+      await using gw = await startGateway({});
+      const r = await gw.admin("/api/config", { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ admin: { agent_check_port: holder.port } }) });
+      expect(r.status).toBe(400);
+      const b = await r.json();
+      expect(b.field).toBe("admin.agent_check_port");
+      expect(b.error).toContain("in use");
+      expect((await (await gw.admin("/api/config")).json()).admin.agent_check_port).toBe(null);
+    } finally {
+      holder.stop(true);
+    }
   }, 60_000);
 });

@@ -83,6 +83,26 @@ describe.skipIf(!!skip)("dashboard health in chromium", () => {
     }
   }, 90_000);
 
+  for (const t of ["certs", "logs"]) {
+    test(`on the ${t} tab too: the banner and the badge say unreachable (it used to show only on the Appliance tab)`, async () => {
+      const gw = await startGateway({});
+      try {
+        await withPage(gw, async (page) => {
+          await page.click(`nav button[data-tab="${t}"]`);
+          await page.waitForFunction((tt) => !document.querySelector(`section[data-tab="${tt}"]`)?.classList.contains("hidden"), t);
+          expect(await page.isHidden('section[data-tab="appliance"]')).toBe(true);
+          await gw.stop();
+          await page.waitForSelector("#unreachable:not(.hidden)", { timeout: 15_000 });
+          expect(await page.textContent("#unreachable")).toContain("gateway unreachable since");
+          expect(await page.isVisible("#unreachable")).toBe(true);
+          expect(await page.textContent("#health")).toBe("Unreachable");
+        });
+      } finally {
+        await gw.stop();
+      }
+    }, 90_000);
+  }
+
   test("QAG Status: Connected with the hosts; the maintenance button turns health Down and back", async () => {
     await using gw = await startGateway({
       platform: { pod: POD, probe_interval_s: 1 },

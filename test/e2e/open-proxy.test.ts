@@ -131,12 +131,19 @@ describe("never an open proxy", () => {
     for (const port of [g.gw.ports.proxy, g.gw.ports.cache!]) {
       const got = await rawExchange(port, `CONNECT a.localhost:${v4!.port} HTTP/1.1\r\nHost: a.localhost\r\n\r\n`);
       expect(got.slice(0, 12)).toBe("HTTP/1.1 403");
+      // the rule travels to the answer as a value too (RFC 9209 Proxy-Status), and the body says why
+      expect(got).toContain('Proxy-Status: agate; error=destination_ip_prohibited; details="deny-private-address"');
+      expect(got).toContain("resolves to 127.0.0.1, a loopback address");
     }
     // Bun.dns resolves *.localhost to 127.0.0.1 (RFC 6761 §6.3; measured: bun -e 'console.log(await Bun.dns.lookup("a.localhost"))')
     for (const port of ["proxy", "cache"]) {
       const line = await g.gw.waitForLine((l) => l.msg === "refused" && l.port === port && l.dest === `a.localhost:${v4!.port}`);
-      // TODO: the line's rule is the error code PX_POLICY_DENY, not "deny-private-address" (upstream.ts throws a ProxyError)
-      expect({ status: line.status, reason: String(line.reason) }).toEqual({ status: 403, reason: expect.stringContaining("resolves to 127.0.0.1, a loopback address") });
+      // the rule as a value, not the error code PX_POLICY_DENY (upstream.ts used to throw a bare ProxyError)
+      expect({ status: line.status, rule: line.rule, reason: String(line.reason) }).toEqual({
+        status: 403,
+        rule: "deny-private-address",
+        reason: expect.stringContaining("resolves to 127.0.0.1, a loopback address"),
+      });
     }
     expect(v4!.hits()).toBe(0);
   }, 60_000);

@@ -103,4 +103,25 @@ describe("reset", () => {
     expect(s.total_agents_7d).toBe(0);
     expect(s.bandwidth_savings_30d.saved_bytes).toBe(0);
   }, 60_000);
+
+  test("maintenance is turned off in the running gateway, not only its file removed: health and /healthz say so", async () => {
+    await using g = await startGateway({ destinations: { ports: [origin.port] }, hosts });
+    const on = await g.admin("/api/maintenance", { method: "POST", headers: { "content-type": "application/json" }, body: '{"on": true}' });
+    expect(on.status).toBe(200);
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${g.ports.proxy}/healthz`)).status === 503, { what: "maintenance on the proxy port" });
+    const maintFile = join(g.dir, "data", "maintenance.json");
+    expect(existsSync(maintFile)).toBe(true);
+
+    const r = await g.admin("/api/reset", { method: "POST", body: JSON.stringify({ confirm: "RESET" }) });
+    expect(r.status).toBe(200);
+    expect(existsSync(maintFile)).toBe(false);
+    expect(await (await g.admin("/api/maintenance")).json()).toEqual({ on: false, since: null });
+    const st = await (await g.admin("/api/status")).json();
+    expect(st.maintenance.on).toBe(false);
+    expect(JSON.stringify(st.problems ?? st.reasons)).not.toContain("maintenance");
+    // the workers got the new answer: the proxy port serves again (a restart would have kept it on had the file stayed)
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${g.ports.proxy}/healthz`)).status === 200, { what: "the proxy port serving after the reset" });
+    const t = await curl(["-x", `http://127.0.0.1:${g.ports.proxy}`, "--cacert", pki.caPath, origin.url(HOST, "/after")]);
+    expect(t.stdout).toBe("hello from origin /after\n");
+  }, 60_000);
 });

@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Config, DEFAULTS } from "../../src/core/config";
-import { ProxyError } from "../../src/core/errors";
+import { type ErrorCode, ProxyError } from "../../src/core/errors";
 import type { Headers, RequestHead } from "../../src/core/http1/head";
 import { compilePolicy } from "../../src/core/policy";
 import type { Target, Verdict } from "../../src/core/types";
@@ -35,7 +35,7 @@ const text = (parts: Uint8Array[]) => Buffer.concat(parts).toString("utf8");
 // ───────────────────────────── recording doubles ─────────────────────────────
 
 /** What the origin double answers: a response, or a failure before any head (connection refused, reset…). */
-type Answer = { status: number; headers: Headers; body?: string | Uint8Array; interim?: [number, Headers][] } | { fail: string };
+type Answer = { status: number; headers: Headers; body?: string | Uint8Array; interim?: [number, Headers][] } | { fail: string; code?: ErrorCode };
 
 /** Records every exchange; answers from `script` on a microtask, like a socket would, later. */
 class RecordingOrigins implements Origins {
@@ -48,7 +48,7 @@ class RecordingOrigins implements Origins {
   start(req: OriginRequest, sink: ResponseSink, _env: OriginEnv): Promise<ExchangeHandle> {
     this.asked.push(req);
     const a = this.script(req);
-    if ("fail" in a) return Promise.reject(new ProxyError("PX_UPSTREAM_REFUSED", "upstream", a.fail));
+    if ("fail" in a) return Promise.reject(new ProxyError(a.code ?? "PX_UPSTREAM_REFUSED", "upstream", a.fail));
     const later = this.gate ? (f: () => void) => void this.gate!.then(f) : queueMicrotask;
     later(() => {
       for (const [st, h] of a.interim ?? []) sink.onInterim?.({ version: "1.1", status: st, reason: "", headers: h, headBytes: 0 });
@@ -451,6 +451,51 @@ describe("cache-request sessions", () => {
     origins.script = () => ({ fail: "connection refused" });
     const off = await request("GET", "/plain");
     expect(off.r.errors.map((e) => e.status)).toEqual([502]);
+  });
+});
+
+describe("issue 9 gaps: origin timeout, negative answers, the refusing rule", () => {
+  const TIMEOUT = { fail: "origin sent no response within 30s of the request (cache.origin_timeout_s)", code: "PX_UPSTREAM_TIMEOUT" as const };
+  test("an origin that times out: 504 with the reason when nothing is stored; the stale entry when one may stand in (RFC 5861 §4)", async () => {
+    origins.script = () => TIMEOUT;
+    const none = await request("GET", "/silent");
+    expect(none.r.errors.map((e) => [e.status, e.reason])).toEqual([[504, TIMEOUT.fail]]);
+    expect(none.access).toMatchObject({ status: 504, phase: "miss", reason: "idle" });
+    origins.script = () => ({ status: 200, headers: [["Cache-Control", "max-age=60"]], body: "last manifest" });
+    await request("GET", "/manifest");
+    now += 120_000;
+    origins.script = () => TIMEOUT;
+    const stale = await request("GET", "/manifest"); // a platform object: [cache] stale_if_error_s
+    expect([stale.r.heads[0]?.status, stale.bodyText, stale.access.phase, stale.access.reason]).toEqual([200, "last manifest", "stale", "stale-if-error"]);
+  });
+
+  test("RFC 9111 §4.2.2: a 404 without freshness or Last-Modified is fresh for cache.negative_ttl_s; never with no-cache", async () => {
+    origins.script = (q) => ({ status: 404, headers: q.path === "/nc" ? [["Cache-Control", "no-cache"]] : [], body: "missing" });
+    await request("GET", "/gone.cab");
+    now += 59_000;
+    const hit = await request("GET", "/gone.cab");
+    expect([hit.r.heads[0]?.status, hit.access.phase, origins.asked.length]).toEqual([404, "hit", 1]);
+    now += 2_000; // past 60 s: asked again
+    await request("GET", "/gone.cab");
+    expect(origins.asked.length).toBe(2);
+    await request("GET", "/nc");
+    await request("GET", "/nc");
+    expect(origins.asked.length).toBe(4);
+    rt.config = { ...rt.config, cache: { ...rt.config.cache, negative_ttl_s: 0 } }; // 0 = off
+    await request("GET", "/off.cab");
+    await request("GET", "/off.cab");
+    expect(origins.asked.length).toBe(6);
+  });
+
+  test("a plain request refused by policy: the access line names the rule, as conn-session's refused line does", async () => {
+    const head: RequestHead = { method: "GET", target: "http://evil.example/x", version: "1.1", headers: [["Host", "evil.example"]], headBytes: 40 };
+    const inc: IncomingRequest = { head, scheme: "http", connectTarget: null, connectVerdict: null, connId: "conn-2", clientIp: "10.0.0.7", clientPort: 50124 };
+    rt.config = { ...rt.config, cache: { ...rt.config.cache, enabled: true } };
+    rt.policy = compilePolicy(rt.config); // evil.example is on no allow-list
+    const { res, r } = recordingResponder();
+    await onCacheRequest(rt, inc, res, bodyOf(null));
+    expect(r.errors.map((e) => e.status)).toEqual([403]);
+    expect(logLines.find((l) => l.msg === "access")).toMatchObject({ status: 403, phase: "bypass:refused", reason: "deny-domain", rule: "deny-domain", host: "evil.example" });
   });
 });
 

@@ -73,6 +73,27 @@ describe("RFC 9111 §4.2 freshness by the parsed directives", () => {
   ])("%s", (_t, status, seconds) => expect(freshnessLifetime(res([], { status }), { ...D, rules: RULES }).seconds).toBe(seconds));
 });
 
+describe("RFC 9111 §4.2.2 negative answers: cache.negative_ttl_s (Squid's negative_ttl)", () => {
+  const NEG: CacheDefaults = { ...D, negativeTtlS: 60 };
+  const lm = httpDate(NOW - 10 * DAY * S);
+  test.each<[string, number, Headers, Headers, CacheDefaults, number, string]>([
+    ["a 404 with nothing to base a lifetime on: negative_ttl_s", 404, [], [], NEG, 60, "negative"],
+    ["a 410 (RFC 9110 §15.5.11) too", 410, [], [], NEG, 60, "negative"],
+    ["0 = off", 404, [], [], { ...D, negativeTtlS: 0 }, 0, "none"],
+    ["explicit freshness wins (§4.2.1)", 404, [["Cache-Control", "max-age=5"]], [], NEG, 5, "max-age"],
+    ["Last-Modified: the §4.2.2 heuristic instead", 404, [["Last-Modified", lm]], [], NEG, DAY, "heuristic"],
+    ["never with no-cache (§5.2.2.4)", 404, [["Cache-Control", "no-cache"]], [], NEG, 0, "none"],
+    ["never with qualified no-cache", 404, [["Cache-Control", 'no-cache="set-cookie"']], [], NEG, 0, "none"],
+    ["never with private (§5.2.2.7)", 404, [["Cache-Control", 'private="x"']], [], NEG, 0, "none"],
+    ["never with no-store (§5.2.2.5)", 404, [["Cache-Control", "no-store"]], [], NEG, 0, "none"],
+    ["never for an answer to an Authorization request (§3.5)", 404, [["Cache-Control", "public"]], [["Authorization", "Bearer t"]], NEG, 0, "none"],
+    ["not other statuses: a 403", 403, [], [], NEG, 0, "none"],
+    ["not a 200", 200, [], [], NEG, 0, "none"],
+  ])("%s", (_t, status, headers, reqHeaders, d, seconds, source) => {
+    expect(freshnessLifetime(res([["Date", httpDate(NOW)], ...headers], { status, requestHeaders: reqHeaders }), d)).toEqual({ seconds, source: source as never });
+  });
+});
+
 describe("RFC 5861 stale-while-revalidate and stale-if-error", () => {
   const stale = (cc: string, staleS: number) => {
     const t = NOW - (60 + staleS) * S;

@@ -38,6 +38,8 @@ export type CacheDefaults = {
   heuristicMaxS: number;
   /** Squid-like refresh_pattern rules from `[cache] rules` */
   rules: readonly ArtifactRule[];
+  /** `[cache] negative_ttl_s`: heuristic lifetime of a 404/410 without freshness or Last-Modified (absent/0 = off) */
+  negativeTtlS?: number;
 };
 
 /** Defaults used when the caller has nothing better; `rules` come from the config. */
@@ -376,7 +378,10 @@ export function ageHeaderValue(res: StoredResponse, now: number): string {
   return String(Math.min(currentAge(res, now), DELTA_SECONDS_MAX));
 }
 
-export type LifetimeSource = "s-maxage" | "max-age" | "expires" | "heuristic" | "rule" | "none";
+export type LifetimeSource = "s-maxage" | "max-age" | "expires" | "heuristic" | "rule" | "negative" | "none";
+
+/** What `negativeTtlS` covers: 404 and 410 (RFC 9110 §15.5.5, §15.5.11), heuristically cacheable (§15.1). */
+const NEGATIVE_STATUSES: ReadonlySet<number> = new Set([404, 410]);
 
 /**
  * RFC 9111 §4.2.1, for a shared cache: s-maxage, then max-age, then Expires − Date (an invalid Expires means
@@ -415,6 +420,14 @@ export function lifetimeOf(res: StoredResponse, cc: CacheControl, d: CacheDefaul
     const since = Math.max(0, dateValue(res) - lm) / 1000;
     return { seconds: Math.floor(Math.min(since * d.heuristicFraction, d.heuristicMaxS)), source: "heuristic" };
   }
+  // RFC 9111 §4.2.2 lets a cache pick a heuristic lifetime for a heuristically cacheable status; for a 404/410 with
+  // nothing to base one on, a short fixed one (Squid's negative_ttl, nginx's proxy_cache_valid 404), so a file
+  // missing on the vendor's site costs one upstream request per `negativeTtlS`, not one per agent. Never when the
+  // origin restricted reuse: no-cache (§5.2.2.4, also qualified), private (§5.2.2.7, also qualified), no-store
+  // (§5.2.2.5), or an answer to a request with Authorization (§3.5: reuse only with explicit permission).
+  const neg = d.negativeTtlS ?? 0;
+  const restricted = cc["no-cache"] !== undefined || cc["private"] !== undefined || cc["no-store"] !== undefined || has(res.requestHeaders, "authorization");
+  if (neg > 0 && NEGATIVE_STATUSES.has(res.status) && !restricted) return { seconds: neg, source: "negative" };
   return { seconds: 0, source: "none" };
 }
 

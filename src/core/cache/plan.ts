@@ -30,11 +30,13 @@ import type { ErrorCode } from "../errors";
  * - stored: committed to the store · delivered: streamed to the waiters, not stored (not storable)
  * - revalidated: a 304 freshened the stored entry; look again · superseded: the object was stored meanwhile; look again
  * - fallback: (patch) the object cannot be sliced; use the whole-object path · changed: (patch) the object changed upstream
- * - failed: the download failed · stale: the filler stopped beating (died); claim again · idle: no progress for too long
+ * - failed: the download failed · stale: the filler stopped beating (died); claim again · idle: no progress for too
+ *   long — a tail's verdict (store.ts tailIdleMs), or the filler's when the origin sent no response head within
+ *   `cache.origin_timeout_s` (answered 504, or stale-if-error)
  */
 export type FillOutcome = "stored" | "delivered" | "revalidated" | "superseded" | "fallback" | "changed" | "failed" | "stale" | "idle";
-/** The outcomes a filler reports with `fail(outcome, detail)`; "stale" and "idle" are the store's own verdicts. */
-export type FillEndOutcome = Exclude<FillOutcome, "stored" | "delivered" | "stale" | "idle">;
+/** The outcomes a filler reports with `fail(outcome, detail)`; "stale" is the store's own verdict. */
+export type FillEndOutcome = Exclude<FillOutcome, "stored" | "delivered" | "stale">;
 
 // ───────────────────────────── the access log's words ─────────────────────────────
 
