@@ -184,7 +184,7 @@ describe("patch mode: the client rules are the connection's address, never what 
       if (networks[0] === "10.0.0.0/8") {
         expect({ connect: connect.slice(0, 12), plain: plain.slice(0, 12) }).toEqual({ connect: "HTTP/1.1 403", plain: "HTTP/1.1 403" });
         const line = await gw.waitForLine((l) => l.rule === "deny-client-network" || (typeof l.reason === "string" && l.reason.includes("patch.client_networks")));
-        expect(String(line.reason ?? line.error ?? "")).toContain("127.0.0.1");
+        expect(`${line.reason ?? ""} ${line.error ?? ""}`).toContain("127.0.0.1"); // the conn-session line says it in reason, the access line in error
       } else {
         // the control: the loopback client is admitted (the CONNECT is answered 200; the plain request goes on to DNS,
         // which cannot resolve vendor.example here: 502, not 403)
