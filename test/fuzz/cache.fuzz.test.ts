@@ -112,7 +112,23 @@ describe("ranges (RFC 9110 §14)", () => {
     );
   });
 
-  // TODO (reported, range.ts is being rewritten): parseContentRange accepts an end at or past the total
-  // ("bytes 0-99/50") and numbers beyond 2^53; a fill trusting it would write past the object.
-  test.todo("Content-Range: end < total and safe integers (bytes 0-99/50 and 2^64 values are malformed)");
+  test("Content-Range (RFC 9110 §14.4): a complete-length at or below last-pos, or numbers past 2^53, are malformed", () => {
+    expect(parseContentRange("bytes 0-99/50")).toBeNull();
+    expect(parseContentRange("bytes 0-99/99")).toBeNull();
+    expect(parseContentRange("bytes 0-99/100")).toEqual({ start: 0, end: 99, total: 100 });
+    expect(parseContentRange("bytes 0-99/*")).toEqual({ start: 0, end: 99, total: null });
+    expect(parseContentRange("bytes 0-18446744073709551615/18446744073709551616")).toBeNull();
+    expect(parseContentRange("bytes 9007199254740992-9007199254740993/*")).toBeNull();
+    check(
+      "content-range inside total",
+      fc.property(fc.array(fc.constantFrom(..."bytes 0123456789-/* \t", "99999999999999999999"), { maxLength: 14 }).map((cs) => cs.join("")), (v) => {
+        const r = parseContentRange(v);
+        if (r === null) return;
+        expect(Number.isSafeInteger(r.start) && Number.isSafeInteger(r.end)).toBe(true);
+        if (r.total !== null) expect(Number.isSafeInteger(r.total) && r.total > r.end).toBe(true);
+      }),
+      2000,
+      47,
+    );
+  });
 });

@@ -39,8 +39,13 @@ export function parseContentRange(v: string | undefined): { start: number; end: 
   const m = /^\s*bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/i.exec(v);
   if (!m) return null;
   const start = Number(m[1]), end = Number(m[2]);
-  if (end < start) return null;
-  return { start, end, total: m[3] === "*" ? null : Number(m[3]) };
+  const total = m[3] === "*" ? null : Number(m[3]);
+  // RFC 9110 §14.4: "A Content-Range field value is invalid if it contains a range-resp that has a last-pos value
+  // less than its first-pos value, or a complete-length value less than or equal to its last-pos value." Numbers
+  // past 2^53 cannot be held exactly, so an offset computed from them could land anywhere: malformed too.
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || end < start) return null;
+  if (total !== null && (!Number.isSafeInteger(total) || total <= end)) return null;
+  return { start, end, total };
 }
 
 /** A strong entity tag (no W/ prefix), usable to tie byte ranges of one representation together (§8.8.3). */
