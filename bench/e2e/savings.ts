@@ -30,7 +30,8 @@
  *               they split the gateway's CPU per request into handshake (fresh − keep-alive), HTTP + cache
  *               lookup (small keep-alive) and moving 2 MB (manifest − small, keep-alive).
  *   manifest1k  the four passes with a 1 KiB manifest (the platform's small JSON documents, issue 9), cached
- *               first: per-request costs (handshake, HTTP, lookup, Age and Cache-Status) dominate, not bytes.
+ *               first: per-request costs (handshake, HTTP, lookup, Age and Cache-Status) dominate, not bytes;
+ *               then the same for a 16 KiB object (issue 13 "small objects"; --skip-manifest-1k skips both).
  *   stampede    --stampede connections opened through the cache port first, then one GET each for a new object
  *               the origin answers after --stampede-delay-ms, all written at once.
  *   handshakes  --mint-hosts first handshakes for distinct names h0001.qg1.apps.qualys.com … (each a leaf to
@@ -417,16 +418,20 @@ async function runBreakdown(env: Env, manifestFetch: any) {
 
 const MANIFEST_1K = 1024;
 
-async function runManifest1k(env: Env) {
+/** issue 13 "small objects": the same four passes for a 16 KiB object (one full TLS record of plaintext) */
+const OBJECT_16K = 16 * 1024;
+
+async function runManifest1k(env: Env, name = "manifest-1k.json", bytes = MANIFEST_1K) {
   const { opts } = env;
-  const m = artifact("manifest-1k.json", MANIFEST_1K);
-  log(`manifest1k: the four passes with a ${MANIFEST_1K}-byte manifest`);
-  await fetchPass(env, m, "cache", "keepalive", "manifest1k warm-up", false, Math.min(opts.agents, opts.keepalive));
+  const m = artifact(name, bytes);
+  const MANIFEST_1K_ = bytes;
+  log(`${name}: the four passes with a ${bytes}-byte object`);
+  await fetchPass(env, m, "cache", "keepalive", `${name} warm-up`, false, Math.min(opts.agents, opts.keepalive));
   const r: any = {};
   for (const [way, conn] of [["cache", "keepalive"], ["direct", "keepalive"], ["cache", "fresh"], ["direct", "fresh"]] as [Way, Conn][])
-    r[`${way}_${conn}`] = await fetchPass(env, m, way, conn, `manifest1k ${way}/${conn}`);
+    r[`${way}_${conn}`] = await fetchPass(env, m, way, conn, `${name} ${way}/${conn}`);
   return {
-    bytes: MANIFEST_1K,
+    bytes: MANIFEST_1K_,
     passes: r,
     requestsPerSecond: {
       cacheKeepalive: r.cache_keepalive.requestsPerSecond,
@@ -592,6 +597,21 @@ function judge(doc: any) {
       want: "≥ 1.0×",
     });
   }
+  if (doc.object16k) {
+    const m = doc.object16k;
+    gates.push({
+      name: "16 KiB object passes: 0 errors",
+      pass: Object.values(m.passes).every((p: any) => p.errorCount === 0 && p.requestsFailed === 0),
+      value: Object.fromEntries(Object.entries(m.passes).map(([k, p]: [string, any]) => [k, p.errorCount + p.requestsFailed])),
+      want: "0",
+    });
+    targets.push({
+      name: "16 KiB object hits, keep-alive: requests/s ≥ 1.0× the origin's own (issue 13)",
+      pass: m.requestsPerSecond.ratioKeepalive !== null && m.requestsPerSecond.ratioKeepalive >= 1,
+      value: `${m.requestsPerSecond.cacheKeepalive} vs ${m.requestsPerSecond.directKeepalive} req/s = ${m.requestsPerSecond.ratioKeepalive}× (fresh connections: ${m.requestsPerSecond.ratioFresh}×)`,
+      want: "≥ 1.0×",
+    });
+  }
   if (doc.stampede) {
     const s = doc.stampede;
     gates.push({
@@ -669,6 +689,10 @@ function summary(doc: any): string {
     const r = doc.manifest1k.requestsPerSecond;
     out.push(`\n1 KiB manifest req/s: keep-alive ${r.cacheKeepalive} vs direct ${r.directKeepalive} (${r.ratioKeepalive}×), fresh ${r.cacheFresh} vs ${r.directFresh} (${r.ratioFresh}×)`);
   }
+  if (doc.object16k) {
+    const r = doc.object16k.requestsPerSecond;
+    out.push(`16 KiB object req/s: keep-alive ${r.cacheKeepalive} vs direct ${r.directKeepalive} (${r.ratioKeepalive}×), fresh ${r.cacheFresh} vs ${r.directFresh} (${r.ratioFresh}×)`);
+  }
   if (doc.stampede) {
     const s = doc.stampede;
     out.push(
@@ -697,6 +721,7 @@ async function main() {
     fetch: null,
     breakdown: null,
     manifest1k: null,
+    object16k: null,
     stampede: null,
     handshakes: null,
   };
@@ -737,6 +762,7 @@ async function main() {
     doc.fetch = await runFetch(env, manifest);
     if (opts.breakdown) doc.breakdown = await runBreakdown(env, doc.fetch);
     if (opts.manifest1k) doc.manifest1k = await runManifest1k(env);
+    if (opts.manifest1k) doc.object16k = await runManifest1k(env, "object-16k.bin", OBJECT_16K);
     if (opts.stampede) doc.stampede = await runStampede(env);
     if (opts.mintHosts || opts.handshakes) doc.handshakes = await runHandshakes(env);
     doc.machine.gatewayEndRssKB = rssKB(gw.proc.pid);

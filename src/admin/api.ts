@@ -28,6 +28,8 @@ import { renderPage } from "./page";
 import { handleMaintenance, healthMetrics } from "./maintenance";
 import { handleCacheApi, isCachePath, metricsCacheStore } from "./cache-ops";
 import { FLEET_SELF_PATH, answerFleetSelf, fleetView } from "./fleet-api";
+import { answerPeerSteer, handleSteerApi, isPeerSteerPath, isSteerPath } from "./fleet-steer";
+import { handleArchiveApi, isArchivePath } from "./export";
 import { log } from "../log";
 
 const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
@@ -246,6 +248,8 @@ export async function handleApi(req: Request, deps: AdminDeps, ctx: AdminContext
     const a = answerFleetSelf(req, deps, ctx, addr);
     return json(a.status, a.body, a.headers);
   }
+  // Peers' pushes (issue 14): the fleet token and a peer's address, their own audit entries (admin/fleet-steer.ts)
+  if (isPeerSteerPath(path)) return answerPeerSteer(req, path, deps, ctx, addr);
 
   const check = checkToken(req, deps.token);
   const door = decideDoor(check, ctx.throttle, addr, Date.now());
@@ -285,6 +289,10 @@ function actionName(method: string, path: string): string {
   if (/^\/api\/workers\/\d+\/crash$/.test(path)) return "worker.crash";
   if (path === "/api/cache/purge") return "cache.purge";
   if (path === "/api/cache/prefill") return "cache.prefill";
+  if (path === "/api/fleet/chain") return "fleet.chain";
+  if (path === "/api/fleet/config") return "fleet.config";
+  if (path === "/api/export") return "gateway.export";
+  if (path === "/api/import") return "gateway.import";
   return `${method} ${path}`;
 }
 
@@ -294,6 +302,8 @@ async function route(req: Request, url: URL, deps: AdminDeps, ctx: AdminContext,
   try {
     if (path === "/api/status") return method === "GET" ? json(200, statusBody(deps, ctx)) : notAllowed(method, path, "GET");
     if (isCachePath(path)) return await handleCacheApi(req, path, deps, note);
+    if (isSteerPath(path)) return await handleSteerApi(req, path, deps, ctx, note);
+    if (isArchivePath(path)) return await handleArchiveApi(req, path, deps, ctx, note);
     if (path === "/api/fleet") return method === "GET" ? json(200, fleetView(deps, ctx)) : notAllowed(method, path, "GET");
     if (path === "/api/stats") return method === "GET" ? json(200, statsBody(deps, ctx, url.searchParams.get("range") ?? "1h")) : notAllowed(method, path, "GET");
     if (path === "/metrics") {

@@ -89,6 +89,8 @@ export type AdminDeps = {
   reloadFromFile(): Promise<{ ok: true } | { ok: false; error: string }>;
   /** Validate and apply live; throws ConfigError (or a ProxyError for a CA that does not check out) and keeps the old. */
   apply(next: Config): Promise<void>;
+  /** Whether every live worker confirmed the current config (waits, bounded): what "applied" may claim (issue 14). */
+  confirmWorkers?(): Promise<{ confirmed: true } | { confirmed: false; reason: string }>;
   /** The config file changes when a gateway started on the defaults first saves its config. */
   setConfigPath(path: string): void;
   crashWorker(index: number): boolean;
@@ -129,6 +131,8 @@ export type FleetMember = {
   /** proxy.max_connections: what open_connections is measured against */
   capacity: number;
   uptime_s: number;
+  /** `[fleet] share_cache` on with cache mode: where its cache port is and the root its leaves chain to (src/fleet/share.ts) */
+  share?: { cache_port: number; ca_pem: string } | null;
 };
 
 /** One row of the fleet view: a peer (its last report, null before it ever answered) or this gateway itself. */
@@ -149,4 +153,6 @@ export type FleetPeersReport = {
   missed_heartbeats: number;
   /** webhook notices: sent, failed for good, waiting for a retry; the URL is not shown (it often holds a secret) */
   webhook: { configured: boolean; sent: number; failed: number; pending: number; last_error: string | null };
+  /** share_cache: the names of the peers this gateway's workers now route misses to (null: sharing is off) */
+  share_peers?: string[] | null;
 };

@@ -35,6 +35,8 @@ export function selfMember(deps: AdminDeps, ctx: AdminContext, now = Date.now())
     open_connections: h.open_connections,
     capacity: c.proxy.max_connections,
     uptime_s: h.uptime_s,
+    // issue 14 share_cache: the peers ask this cache port for the keys this gateway owns (src/fleet/share.ts)
+    share: c.fleet.share_cache && c.cache.enabled && deps.ca && deps.ports.cache ? { cache_port: deps.ports.cache, ca_pem: deps.ca.rootPem } : null,
   };
 }
 
@@ -75,7 +77,9 @@ export function fleetView(deps: AdminDeps, ctx: AdminContext) {
     gateways: [self, ...(r?.peers ?? [])],
     heartbeat_s: f.heartbeat_s,
     missed_heartbeats: f.missed_heartbeats,
-    share_cache: false,
+    share_cache: f.share_cache,
+    // the live sharers the cache port routes misses to (rendezvous over these names and this gateway's own)
+    share_peers: r?.share_peers ?? null,
     webhook: r?.webhook ?? { configured: f.webhook_url !== null, sent: 0, failed: 0, pending: 0, last_error: null },
     // issue 14: a peer's trouble is shown here and in the dashboard, never in this gateway's own health
     note: "peers' status does not change this gateway's health (a load balancer would take a healthy gateway out)",

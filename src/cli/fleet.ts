@@ -5,11 +5,13 @@
  * like `/api/fleet`, a peer's trouble is shown, not made this gateway's failure.
  */
 import type { CliIo } from "./cache";
+import { fleetSteerCommand } from "./fleet-steer";
 
 export const FLEET_USAGE = `  fleet                           every gateway of the fleet ([fleet] peers and this one) and its status`;
 
 export async function fleetCommand(args: string[], io: CliIo): Promise<void> {
-  if (args.length) throw io.usage(`agate fleet takes no arguments, got: ${args.join(" ")}`);
+  if (args[0] === "assign-chain" || args[0] === "push-config") return fleetSteerCommand(args[0], args.slice(1), io);
+  if (args.length) throw io.usage(`agate fleet takes no arguments but assign-chain or push-config, got: ${args.join(" ")}`);
   const f = await io.call("/api/fleet");
   if (io.json) return io.print(f);
   const ago = (s: string | null) => (s ? `${Math.max(0, Math.round((Date.now() - Date.parse(s)) / 1000))} s ago` : "never");

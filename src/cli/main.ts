@@ -13,6 +13,7 @@ import { EX_CONFIG, checkConfigFile } from "./config-check";
 import { openArchive, openCommand } from "../admin/diagnostics";
 import { CACHE_USAGE, cacheCommand } from "./cache";
 import { FLEET_USAGE, fleetCommand } from "./fleet";
+import { FLEET_STEER_USAGE, exportCommand, importCommand } from "./fleet-steer";
 
 const USAGE = `usage: agate [--url URL] [--token TOKEN] [--config FILE | --data-dir DIR] [--json] [--insecure] COMMAND
 
@@ -41,6 +42,7 @@ commands:
   metrics                         the Prometheus metrics
 ${CACHE_USAGE}
 ${FLEET_USAGE}
+${FLEET_STEER_USAGE}
   --version                       the version of this command`;
 
 class Usage extends Error {}
@@ -515,6 +517,12 @@ export async function main(argv: string[]): Promise<number> {
       case "fleet":
         await fleetCommand(o.rest.slice(1), { call: (path, init) => call(t, o, path, init), print, table, bytes, json: o.json, flags: o.flags, usage: (m) => new Usage(m), refused: (m) => new Refused(m) });
         break;
+      case "export":
+      case "import": {
+        const io = { call: (path: string, init?: RequestInit) => call(t, o, path, init), print, table, bytes, json: o.json, flags: o.flags, usage: (m: string) => new Usage(m), refused: (m: string) => new Refused(m) };
+        await (o.rest[0] === "export" ? exportCommand : importCommand)(o.rest.slice(1), io);
+        break;
+      }
       case "metrics":
         print(await call(t, o, "/metrics"));
         break;

@@ -1,7 +1,7 @@
 /**
  * @module The `[fleet]` section (issue 14), validated at the door for core/config.ts (STYLE §7): the peers'
  * management `host:port`, the shared fleet token, the location, the heartbeat interval with its floor, the
- * missed-heartbeat threshold, the webhook, and `share_cache` (accepted as a key, refused when true: not built yet).
+ * missed-heartbeat threshold, the webhook, and `share_cache` (one origin download per object across the pool).
  */
 import { ConfigError } from "./errors";
 
@@ -17,7 +17,7 @@ export type FleetConfig = {
   min_heartbeat_s: number;
   /** heartbeats missed in a row before a peer is offline (1–5) */
   missed_heartbeats: number;
-  /** one origin download per object across the pool: TODO, not built yet, so only false is accepted */
+  /** one origin download per object across the pool: a miss is filled from the key's owner (src/fleet/share.ts) */
   share_cache: boolean;
   /** JSON notices (a peer turning offline or degraded) are POSTed here; null: none */
   webhook_url: string | null;
@@ -98,8 +98,8 @@ export function parseFleet(sec: Raw, base: FleetConfig, adminToken: string | nul
 
   const share = pick(sec, "share_cache", base.share_cache);
   if (typeof share !== "boolean") throw new ConfigError("fleet.share_cache", `expected true or false, got ${show(share)}`);
-  if (share)
-    throw new ConfigError("fleet.share_cache", "not built yet: one origin download per object across the pool is planned (issue 14); set it to false or leave it out");
+  // share_cache without peers is allowed (a single gateway, peers added later); it only changes anything once a peer
+  // answers heartbeats and shares too (src/fleet/share.ts).
 
   const hookRaw = pick(sec, "webhook_url", base.webhook_url);
   let webhook_url: string | null = null;
@@ -115,5 +115,5 @@ export function parseFleet(sec: Raw, base: FleetConfig, adminToken: string | nul
     if (u.protocol !== "https:" && u.protocol !== "http:") throw new ConfigError("fleet.webhook_url", `expected an http or https URL, got ${u.protocol}`);
     webhook_url = hookRaw;
   }
-  return { peers, token, location, heartbeat_s, min_heartbeat_s, missed_heartbeats, share_cache: false, webhook_url };
+  return { peers, token, location, heartbeat_s, min_heartbeat_s, missed_heartbeats, share_cache: share, webhook_url };
 }

@@ -124,10 +124,25 @@ export class FleetMonitor {
       }
     }
     this.addrs = next;
+    this.changed();
   }
 
   isPeerAddr(addr: string): boolean {
     return this.addrs.has(normalizeAddr(addr));
+  }
+
+  /** The peers' resolved addresses (the workers refuse a peer cache request from any other, src/fleet/share.ts). */
+  peerAddrs(): string[] {
+    return [...this.addrs];
+  }
+
+  /** Called after every heartbeat folded in (and every address resolution): src/fleet/share.ts follows the live set. */
+  onChange(cb: () => void) {
+    this.listeners.push(cb);
+  }
+  private listeners: (() => void)[] = [];
+  private changed() {
+    for (const l of this.listeners) l();
   }
 
   private async round() {
@@ -148,6 +163,7 @@ export class FleetMonitor {
     if (!prev) return; // removed by a config change meanwhile
     const next = onBeat(prev, beat, { missedHeartbeats: c.fleet.missed_heartbeats }, (m) => m.health);
     this.states.set(peer, next);
+    this.changed();
     if (prev.status !== next.status)
       log(next.status === "online" ? "info" : "warn", `fleet: peer ${next.status}`, { peer, from: prev.status, missed: next.missed, error: next.lastError });
     const notice = decideNotice(prev, next);

@@ -13,7 +13,24 @@ export type PoolEvents = {
   onExit: (index: number, code: number) => void;
 };
 
-type Slot = { worker: Worker | null; ready: boolean; drained?: boolean; starts: number; lastStart: number; restartTimer?: ReturnType<typeof setTimeout> };
+type Slot = {
+  worker: Worker | null;
+  ready: boolean;
+  drained?: boolean;
+  starts: number;
+  lastStart: number;
+  restartTimer?: ReturnType<typeof setTimeout>;
+  /** the config generation this worker confirmed ("config-applied"), or started with; and why it could not apply */
+  acked: number;
+  ackError?: string;
+  initGen: number;
+};
+
+/** Whether every live worker switched to the current config (pool.confirm). */
+export type WorkersConfirm = { confirmed: true } | { confirmed: false; reason: string };
+
+/** Bound of the wait for the workers' "config-applied": a worker busy past it is named, not waited for. */
+export const CONFIRM_TIMEOUT_MS = 5_000;
 
 const WORKER_URL = new URL("../workers/worker.ts", import.meta.url).href;
 
@@ -27,6 +44,8 @@ export class Pool {
   config: Config;
   ports: { proxy: number; cache: number };
   ca: CaPems | null;
+  /** bumped by every setConfig; the workers answer "config-applied" with it */
+  private gen = 0;
 
   constructor(
     config: Config,
@@ -38,7 +57,7 @@ export class Pool {
     this.config = config;
     this.ports = ports;
     this.ca = ca;
-    for (let i = 0; i < size; i++) this.slots.push({ worker: null, ready: false, starts: 0, lastStart: 0 });
+    for (let i = 0; i < size; i++) this.slots.push({ worker: null, ready: false, starts: 0, lastStart: 0, acked: 0, initGen: 0 });
   }
 
   start() {
@@ -50,11 +69,20 @@ export class Pool {
     slot.starts++;
     slot.lastStart = Date.now();
     slot.ready = false;
+    slot.initGen = this.gen; // the init below carries this generation's config
+    slot.ackError = undefined;
     const w = new Worker(WORKER_URL, { smol: false } as WorkerOptions);
     slot.worker = w;
     w.addEventListener("message", (ev: MessageEvent) => {
       const m = decode<WorkerToSupervisor>(ev.data as Uint8Array);
-      if (m.t === "ready") slot.ready = true;
+      if (m.t === "ready") {
+        slot.ready = true;
+        slot.acked = Math.max(slot.acked, slot.initGen);
+      }
+      if (m.t === "config-applied" && m.gen >= slot.acked) {
+        slot.acked = m.gen;
+        slot.ackError = m.error;
+      }
       if (m.t === "drained") slot.drained = true;
       this.events.onMessage(m);
     });
@@ -107,7 +135,28 @@ export class Pool {
     this.config = config;
     this.ports = ports;
     this.ca = ca;
-    this.broadcast({ t: "config", config, ports, ca });
+    this.gen++;
+    this.broadcast({ t: "config", gen: this.gen, config, ports, ca });
+  }
+
+  /**
+   * Resolves when every live worker confirmed the current config generation (each answers "config-applied" once
+   * its CA, cache mode and ports switched), or after `timeoutMs` naming the first worker that did not. A worker
+   * that dies meanwhile is not waited for: its replacement starts with the current config. Without this an
+   * "applied" answer raced the workers (the fleet e2e tests had to wait up to 10 s for the first new handshake).
+   */
+  async confirm(timeoutMs = CONFIRM_TIMEOUT_MS): Promise<WorkersConfirm> {
+    const gen = this.gen;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const live = this.slots.map((s, i) => ({ s, i })).filter(({ s }) => s.worker && s.ready);
+      const failed = live.find(({ s }) => s.acked >= gen && s.ackError);
+      if (failed) return { confirmed: false, reason: `worker ${failed.i} could not apply it: ${failed.s.ackError}` };
+      const waiting = live.find(({ s }) => s.acked < gen);
+      if (!waiting) return { confirmed: true };
+      if (Date.now() >= deadline) return { confirmed: false, reason: `worker ${waiting.i} did not confirm within ${Math.round(timeoutMs / 100) / 10} s` };
+      await Bun.sleep(5); // bounded by the deadline; the acks come within milliseconds
+    }
   }
 
   stopAccepting() {

@@ -25,6 +25,7 @@ import { DEFAULT_LOG_LIMITS, rotateLogFile } from "../store/log-store";
 import { HealthMonitor } from "./health-monitor";
 import { startAgentCheck } from "./agent-check";
 import { FleetMonitor } from "../fleet/heartbeat";
+import { FleetShare } from "../fleet/share";
 import { loadLayered } from "../store/config-files";
 import { checkApplicable } from "./preflight";
 import { addHistograms } from "../core/histogram";
@@ -191,10 +192,12 @@ export async function startSupervisor(opts: { config: Config; configPath: string
 
   const ipListeners: ((port: "proxy" | "cache", ips: string[], now: number) => void)[] = [];
   let configPath = opts.configPath;
+  let fleetShare: FleetShare | null = null; // [fleet] share_cache: made with the fleet below, after the workers start
   const onMessage = (m: WorkerToSupervisor) => {
     switch (m.t) {
       case "ready":
         healthMon.onReady(m.index); // a (re)started worker gets the current /healthz answer
+        fleetShare?.onReady(m.index); // ...and the live cache sharers
         return;
       case "listen-error":
         log("error", "worker cannot listen", { worker: m.index, error: m.message });
@@ -218,6 +221,7 @@ export async function startSupervisor(opts: { config: Config; configPath: string
         for (const l of m.lines) writeLine(l);
         return;
       case "drained":
+      case "config-applied": // the pool keeps the acks (pool.confirm)
         return;
       case "prefill-progress":
         cacheOps.onProgress(m);
@@ -271,6 +275,7 @@ export async function startSupervisor(opts: { config: Config; configPath: string
   // The fleet (issue 14): heartbeats to [fleet] peers; their status never enters this gateway's own health.
   const fleet = new FleetMonitor(() => config);
   fleet.apply(config);
+  fleetShare = new FleetShare(fleet, () => config, pool); // share_cache: the live sharers, pushed to the workers
 
   const totals = (): WorkerCounters => {
     const t = emptyCounters();
@@ -385,7 +390,10 @@ export async function startSupervisor(opts: { config: Config; configPath: string
       agentCheck.apply(next);
       fleet.apply(next);
       healthMon.push();
+      const w = await pool.confirm(); // the answer waits for the workers' switch (bounded): "applied" means applied
+      if (!w.confirmed) log("warn", "config applied; a worker did not confirm", { reason: w.reason });
     },
+    confirmWorkers: () => pool.confirm(),
     setCa(pems: CaPems) {
       ca = pems;
       pool.setConfig(config, ports, pems);
@@ -430,7 +438,7 @@ export async function startSupervisor(opts: { config: Config; configPath: string
     purgeCache: (sel) => cacheOps.purge(sel),
     startPrefill: (urls) => cacheOps.startPrefill(urls),
     prefillJobs: () => cacheOps.prefillJobs(),
-    fleet: () => fleet.report(),
+    fleet: () => ({ ...fleet.report(), share_peers: fleetShare?.current()?.peers.map((p) => p.name) ?? null }),
     isFleetPeer: (addr) => fleet.isPeerAddr(addr),
   };
 

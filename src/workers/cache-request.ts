@@ -40,13 +40,14 @@ import { forward } from "./forward";
 import { OriginPool } from "./origin-client";
 import { log } from "../log";
 import { countHostPhase } from "./cache-hosts";
+import { peerOriginsFor, takePeerAsk } from "./peer-fill";
 
 /** Lookups of one request before it gives up on the cache and goes straight to the origin. */
 const MAX_ATTEMPTS = 3;
 
 /** What the access line and the Cache-Status field (RFC 9211) say about the cache, filled in as the story goes.
  * `rule`: the policy rule that refused the request (as conn-session's "refused" line names it), also its reason. */
-type Access = { phase: CachePhase; reason: CacheReason | PolicyRule | null; cs: CacheStatus; rule?: PolicyRule; error?: string };
+type Access = { phase: CachePhase; reason: CacheReason | PolicyRule | null; cs: CacheStatus; rule?: PolicyRule; error?: string; peerAsked?: boolean };
 
 /** A plain request the policy refused: the code chooses the status, `rule` goes to the access line (STYLE §9). */
 class Refusal extends ProxyError {
@@ -99,6 +100,8 @@ export async function onCacheRequest(rt: WorkerRuntime, inc: IncomingRequest, ag
   let req: HttpRequest | null = null;
   try {
     req = route(rt, inc); // 1. route + policy (throws a refusal)
+    const asked = takePeerAsk(rt, req, inc.clientIp); // 1'. a fleet peer asking for a key this gateway owns (share_cache)
+    if (asked) (req = asked), (a.peerAsked = true);
     a.phase = "miss"; // until a phase below says otherwise
     await answer(rt, req, res, body, a);
   } catch (e) {
@@ -221,16 +224,19 @@ async function answer(rt: WorkerRuntime, req: HttpRequest, res: Responder, body:
         const fallback = stored !== null && plan.do === "revalidate" && staleIfErrorAllows(stored, req.headers, now, d, staleIfErrorFallback(rt, req));
         const note: FillNote = { noStore: null, freshened: false, staleOnError: fallback, interim: (st, h) => res.interim?.(st, h) };
         // A revalidation must not give way to a fill that just stored: that stored entry is the one we revalidate.
-        const c = claimOrWait(store, pkey, (fill) => void runFill(rt, store, fill, req, stale, validators, d, note), stale === null);
+        const peer = peerOriginsFor(rt, req, pkey, a.peerAsked === true); // share_cache: the key's owner, when a live peer
+        const c = claimOrWait(store, pkey, (fill) => void runFill(rt, store, fill, req, stale, validators, d, note, peer ?? undefined), stale === null);
         if (!c.ok) continue; // stored between our lookup and our claim: look again
         if (c.filler) counters.misses++;
         else counters.collapsed++;
         cs.collapsed = !c.filler;
-        const see = (h: { status: number; headers: typeof req.headers; requestTime: number; responseTime: number }) => {
+        const see = (h: { status: number; headers: typeof req.headers; requestTime: number; responseTime: number; store?: boolean }) => {
           cs.fwdStatus = h.status;
-          cs.stored = c.filler && note.noStore === null;
+          // RFC 9211 §2.6 stored: the fill's head says whether it is being stored, for the joiners of a collapsed fill too
+          cs.stored = c.filler ? note.noStore === null : h.store === true;
           cs.ttl = cs.stored ? ttlOf({ ...h, url: req.url, method: "GET", requestHeaders: req.headers }, rt.now(), d) : null;
           if (c.filler && note.noStore !== null) cs.detail = note.noStore;
+          else if (c.filler && peer?.via) cs.detail = peer.via; // filled from the key's owner, or the origin after giving it up
         };
         const r = await streamTail(rt, c.tail, req, res, { see, fallback });
         if (r.end === "error") {

@@ -18,7 +18,7 @@ import { primaryKey, varyKey } from "../core/cache/key";
 import { type Entry, FillError, type FillTail, type FillWriter, type Store } from "../store/cache/store";
 import type { FillHead } from "../store/cache/fill-tail";
 import type { HttpRequest, Responder } from "./http-session";
-import type { ExchangeHandle } from "./origin-client";
+import type { ExchangeHandle, Origins } from "./origin-client";
 import type { WorkerRuntime } from "./runtime";
 import { log } from "../log";
 
@@ -67,6 +67,14 @@ export function toStored(e: Entry): StoredResponse {
 }
 
 const wireless = (h: Headers) => h.filter(([k]) => !WIRE.has(k.toLowerCase()));
+/** An entry's stored headers without the wire fields, worked out once per entry: the store's lookup memo hands later
+ * hits the same (read-only) Entry, so hot objects skip the filter (a copy is returned: callers push Age etc.). */
+const WIRELESS = new WeakMap<Entry, Headers>();
+function wirelessOf(e: Entry): Headers {
+  let h = WIRELESS.get(e);
+  if (h === undefined) WIRELESS.set(e, (h = wireless(e.headers)));
+  return h.slice();
+}
 
 /** RFC 9111 §4.4: a successful unsafe request invalidates what it names. */
 export function invalidateAfter(rt: WorkerRuntime, req: HttpRequest, status: number, resHeaders: Headers): void {
@@ -178,7 +186,7 @@ export async function serveEntry(rt: WorkerRuntime, s: Store, entry: Entry, req:
   const counters = cacheCounters(rt);
   counters.hits++;
   const age: [string, string] = ["Age", ageHeaderValue(toStored(entry), rt.now())];
-  const headers = wireless(entry.headers);
+  const headers = wirelessOf(entry);
   headers.push(age);
   const plan = planServe(req.method, req.headers, entry.status, entry.headers, entry.size);
   if (plan.do === "notModified") {
@@ -342,6 +350,8 @@ export async function runFill(
   validators: Headers,
   defaults: CacheDefaults,
   note: FillNote,
+  /** where the request goes: the worker's origin pool, or a fleet peer that owns the key (workers/peer-fill.ts) */
+  origins: Origins = rt.origins,
 ): Promise<void> {
   const counters = cacheCounters(rt);
   const requestTime = rt.now();
@@ -368,7 +378,7 @@ export async function runFill(
       handle?.abort();
       resolve();
     };
-    rt.origins
+    origins
       .start(
         { scheme: req.scheme, target: req.target, method: "GET", path: req.path, headers, body: { kind: "none" } },
         {
@@ -407,7 +417,7 @@ export async function runFill(
             } else vary = plan.vary;
             // Age stays: the agents' Age is computed from it (RFC 9111 §4.2.3 corrected_age_value)
             const kept = plan.do === "store" ? plan.headers : h.headers.filter(([k]) => !WIRE.has(k.toLowerCase()) || /^(content-length|age)$/i.test(k));
-            fill.setHead(h.status, kept, { requestTime, responseTime });
+            fill.setHead(h.status, kept, { requestTime, responseTime, store: storable }); // `store`: joiners say `stored` too
           },
           onData(chunk) {
             if (freshened || abandoned) return true;

@@ -6,6 +6,13 @@
  * first handshakes for one host mint once. The state (active CA, leaves, contexts, mint count) is `rt.tls`; the CA
  * is activated by `applyCacheMode` (cache-request.ts), which this file must not import (it would be a circle).
  *
+ * Why not Bun's native TLS server (half the CPU per hit, `bun bench/micro/hit-tls.bench.ts`: 15 vs 31 µs per 1 KiB
+ * request): leaves are minted per SNI name on first sight, and Bun 1.4.5 has no way to add a certificate to a native
+ * listener at run time — `Bun.listen({ tls: [..] })` throws "TLSOptions must be an object" (an SNI array is refused),
+ * and `Bun.serve` takes an array but has no `addServerName` (its prototype: address, closeIdleConnections, fetch,
+ * reload, …; a second SNI name gets the first name's certificate — `openssl s_client -servername b.test`, measured
+ * 2026-12-02). Layer 1 also peeks the ClientHello (legacy versions, the SNI policy) before any handshake.
+ *
  * `interceptConnection` is layer 1's hand-off: it installs the conn's `intercept` handle and starts the HTTP/1.1
  * session, whose requests go to `onCacheRequest` (cache-request.ts).
  */
@@ -139,6 +146,11 @@ export async function contextFor(st: TlsState, host: string): Promise<tls.Secure
     cert: leaf.certPem + ca.chainPem,
     key: leaf.keyPem,
     minVersion: TLS_NAMES[st.minTls],
+    // Session resumption: node:tls issues tickets and session ids per context, so an agent resumes on the worker that
+    // made its session (TLS 1.2 and 1.3, test/e2e/tls-resumption.test.ts). A key shared by the workers is not possible
+    // in Bun 1.4.5: `ticketKeys` is ignored here and on TLSSocket (two contexts with the same ticketKeys: only the one
+    // that issued resumes; probe in the README's benchmark section), so with N workers about 1/N of offered sessions
+    // land where they resume. TODO: share the ticket key once Bun honours `ticketKeys` or `setTicketKeys`.
   });
   st.contexts.set(host, ctx);
   if (st.contexts.size > 10_000) st.contexts.delete(st.contexts.keys().next().value!);

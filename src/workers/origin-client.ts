@@ -344,7 +344,8 @@ export type ExchangeHandle = {
 const IDLE_S = 4;
 const MAX_IDLE_PER_KEY = 16;
 
-export type OriginEnv = { config: Config; policy: Policy };
+/** `ca`: trust only these roots instead of the system's and `[tls] upstream_ca` (a fleet peer's cache port, workers/peer-fill.ts). */
+export type OriginEnv = { config: Config; policy: Policy; ca?: string[] };
 
 /** What the cache-port code needs from the origin side: the pool, or a test's recording double. */
 export interface Origins {
@@ -417,7 +418,7 @@ async function startExchange(pool: OriginPool, req: OriginRequest, sink: Respons
       const data: ExchangeConn = { ...sock.data, ex, pending: null };
       const [, tlsSock] = sock.upgradeTLS<ExchangeConn>({
         data,
-        tls: { serverName: req.target.host, ca: trustedCas(pool, env.config), rejectUnauthorized: true },
+        tls: { serverName: req.target.host, ca: env.ca ?? trustedCas(pool, env.config), rejectUnauthorized: true },
         socket: exchangeHandlers,
       });
       sock.data.ex = null;

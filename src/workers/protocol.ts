@@ -9,6 +9,7 @@ import type { Config } from "../core/config";
 import type { CaPems } from "../store/ca-store";
 import type { PrefillItem } from "../core/cache-ops";
 import type { PortHealth } from "../core/health";
+import type { ShareView } from "../core/fleet-share";
 
 export const packr = new Packr({ structuredClone: false, useRecords: false });
 
@@ -43,14 +44,17 @@ export const emptyCounters = (): WorkerCounters => ({
 
 export type SupervisorToWorker =
   | { t: "init"; index: number; config: Config; ports: { proxy: number; cache: number }; ca: CaPems | null; bootId: string }
-  | { t: "config"; config: Config; ports: { proxy: number; cache: number }; ca: CaPems | null }
+  /** `gen`: the pool's config generation; the worker answers "config-applied" with it once it switched (pool.confirm) */
+  | { t: "config"; gen: number; config: Config; ports: { proxy: number; cache: number }; ca: CaPems | null }
   /** health as the supervisor decided it (core/health.ts): what /healthz answers on each port, fail fast */
   | { t: "health"; health: PortHealth }
   | { t: "drain" }
   | { t: "crash" } // admin/test: make this worker die, to exercise the restart path
   | { t: "stop" }
   /** warm the cache: run `urls` through the cache port's story, `concurrency` at a time (workers/prefill.ts) */
-  | { t: "prefill"; job: string; urls: string[]; concurrency: number };
+  | { t: "prefill"; job: string; urls: string[]; concurrency: number }
+  /** `[fleet] share_cache`: the live sharers from the heartbeats (src/fleet/share.ts); null: fill every miss from the origin */
+  | { t: "fleet"; share: ShareView | null };
 
 export type WorkerToSupervisor =
   | { t: "ready"; index: number; ports: { proxy: number; cache: number } }
@@ -69,6 +73,8 @@ export type WorkerToSupervisor =
     }
   | { t: "log"; lines: string[] }
   | { t: "drained"; index: number }
+  /** the answer to "config": this worker switched to generation `gen` (its CA, cache mode, ports); `error` when it could not */
+  | { t: "config-applied"; index: number; gen: number; error?: string }
   | { t: "prefill-progress"; index: number; job: string; items: PrefillItem[]; finished: boolean };
 
 export const encode = (m: SupervisorToWorker | WorkerToSupervisor): Uint8Array => packr.pack(m);

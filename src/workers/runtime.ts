@@ -20,6 +20,7 @@ import type { Store } from "../store/cache/store";
 import type { Origins } from "./origin-client";
 import type { AgentCa } from "../core/ca-page";
 import type { PortHealth } from "../core/health";
+import type { ShareView } from "../core/fleet-share";
 
 /** Milliseconds since the epoch. The worker passes `Date.now`; session tests pass a fixed clock. */
 export type Clock = () => number;
@@ -87,6 +88,8 @@ export type WorkerRuntime = WorkerServices & {
   health: PortHealth | null;
   /** a random number in [0, 1) per connection, for the Retry-After jitter (core stays free of randomness) */
   random: () => number;
+  /** `[fleet] share_cache`: the live sharers as the supervisor last pushed them (workers/peer-fill.ts); absent: none */
+  share?: ShareView | null;
 };
 
 /**

@@ -155,13 +155,18 @@ self.onmessage = async (ev: MessageEvent) => {
       try {
         await applyCache(m.config, m.ca);
         applyPorts(m.ports);
+        post({ t: "config-applied", index: rt.index, gen: m.gen }); // the supervisor answers "applied" only after this
       } catch (e) {
         log("error", "listen failed after config change", { error: (e as Error).message });
+        post({ t: "config-applied", index: rt.index, gen: m.gen, error: (e as Error).message });
       }
       return;
     }
     case "health":
       rt.health = m.health; // conn-session reads it for /healthz and fail fast
+      return;
+    case "fleet":
+      rt.share = m.share; // the live sharers: a miss asks its key's owner (workers/peer-fill.ts)
       return;
     case "drain": {
       listeners.proxy?.stop(false);

@@ -52,8 +52,8 @@ describe("[fleet] at the door", () => {
   ])("%j is refused, naming %s", (f, key) => {
     expect(keyOf(() => fleet(f))).toBe(key);
   });
-  test("share_cache = true is refused with a clear reason: not built yet", () => {
-    expect(() => fleet({ share_cache: true })).toThrow(/fleet\.share_cache.*not built yet/);
+  test("share_cache = true is accepted (one origin download per object across the pool)", () => {
+    expect(fleet({ share_cache: true }).fleet.share_cache).toBe(true);
   });
   test("the fleet token must differ from the admin token", () => {
     expect(keyOf(() => fleet({ token: TOKEN }, { token: TOKEN }))).toBe("fleet.token");

@@ -356,14 +356,11 @@ export class FillWriter {
     return this.#f.lost;
   }
 
-  setHead(status: number, headers: Headers, times?: { requestTime?: number; responseTime?: number }): void {
+  setHead(status: number, headers: Headers, times?: { requestTime?: number; responseTime?: number; store?: boolean }): void {
     const now = this.#f.ctx.now();
-    this.#f.setHead({
-      status,
-      headers,
-      requestTime: times?.requestTime ?? now,
-      responseTime: times?.responseTime ?? now,
-    });
+    const head: FillHead = { status, headers, requestTime: times?.requestTime ?? now, responseTime: times?.responseTime ?? now };
+    if (times?.store !== undefined) head.store = times.store;
+    this.#f.setHead(head);
   }
 
   /** Append a body chunk (copied where kept; the caller may reuse its buffer). Throws e.g. ENOSPC: then call fail. */

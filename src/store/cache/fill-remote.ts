@@ -134,7 +134,7 @@ export class RemoteFill implements FillSource {
         const headers = JSON.parse(e.headers) as Headers;
         this.#headLatch.resolve({
           ok: true,
-          head: { status: e.status, headers, requestTime: e.request_time, responseTime: e.response_time },
+          head: { status: e.status, headers, requestTime: e.request_time, responseTime: e.response_time, store: true },
         });
       }
       this.status = "done";

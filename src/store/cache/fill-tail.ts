@@ -16,7 +16,15 @@ export const READ_CHUNK_BYTES = 256 << 10;
 export const IDLE_TICK_MS = 1000;
 
 /** The response head a filler publishes for its waiters before the body completes. */
-export type FillHead = { status: number; headers: Headers; requestTime: number; responseTime: number };
+export type FillHead = {
+  status: number;
+  headers: Headers;
+  requestTime: number;
+  responseTime: number;
+  /** the filler means to store this response (RFC 9211 §2.6 `stored`): joiners, in any thread, read it from the head
+   * (it travels in the fills row's head JSON), so a collapsed answer says `stored` too; absent = not known */
+  store?: boolean;
+};
 
 /** What `FillTail.head()` resolves to: the head, or how the fill ended before it had one (never a rejection). */
 export type HeadResult = { ok: true; head: FillHead } | { ok: false; outcome: FillOutcome; detail: string };

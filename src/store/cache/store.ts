@@ -109,6 +109,8 @@ const DEFAULTS = {
 };
 /** finished fill rows are kept this long for late joiners and diagnostics, then pruned */
 const FINISHED_FILL_TTL_MS = 10 * 60_000;
+/** primary keys whose variants a Store keeps in its lookup memo (hot manifests; a miss costs one SELECT) */
+const MEMO_KEYS = 4096;
 /** victims deleted per eviction transaction (the write lock is released between batches) */
 const EVICT_BATCH = 256;
 
@@ -132,6 +134,10 @@ export class Store {
   #active = new Map<string, LocalFill>();
   #remotes = new Map<string, RemoteFill>();
   #maps = new Map<string, { bytes: Uint8Array; stamp: string | null }>();
+  /** pkey → its entries as last read from the index, valid while the index is unchanged (see `#variants`) */
+  #memo = new Map<string, Entry[]>();
+  #memoMark = -1;
+  #memoWrites = -1;
   #touches = new Map<string, { pkey: string; vkey: string; hits: number; bytes: number; last: number }>();
   #flushTimer: ReturnType<typeof setTimeout> | null = null;
   #closed = false;
@@ -186,15 +192,36 @@ export class Store {
    */
   lookup(pkey: string, reqHeaders: Headers): Entry | null {
     this.#open();
-    const rows = this.#db.q.entriesByPkey.all(pkey);
-    // RFC 9111 §4.1: of several matching responses, use the most recent
-    if (rows.length > 1) rows.sort((a, b) => b.response_time - a.response_time);
-    for (const row of rows) {
-      const stored = JSON.parse(row.req_headers) as Headers;
+    for (const e of this.#variants(pkey)) {
       // no Vary (the usual artifact): every request matches, skip building the secondary keys
-      if (row.vary === null || matchesVary(row.vary, stored, reqHeaders)) return toEntry(this.dir, row, stored);
+      if (e.vary === null || matchesVary(e.vary, e.reqHeaders, reqHeaders)) return e;
     }
     return null;
+  }
+
+  /**
+   * The stored variants of `pkey`, most recent first (RFC 9111 §4.1: of several matching responses, use the most
+   * recent), from this thread's memo while the index has not changed since they were read: no write by this
+   * connection (`localWrites`) and none by any other — another worker's fill, refill, 304 freshening, purge,
+   * eviction or touch flush (`PRAGMA data_version`). Any change at all empties the memo, so a hit never answers
+   * from rows the index no longer holds. Entries are shared by later hits: read-only, like the mapped bodies.
+   */
+  #variants(pkey: string): Entry[] {
+    const db = this.#db;
+    const mark = db.dataVersion();
+    if (mark !== this.#memoMark || db.localWrites !== this.#memoWrites) {
+      this.#memo.clear();
+      this.#memoMark = mark;
+      this.#memoWrites = db.localWrites;
+    }
+    const hit = this.#memo.get(pkey);
+    if (hit !== undefined) return hit;
+    const rows = db.q.entriesByPkey.all(pkey);
+    if (rows.length > 1) rows.sort((a, b) => b.response_time - a.response_time);
+    const entries = rows.map((row) => toEntry(this.dir, row, JSON.parse(row.req_headers) as Headers));
+    if (this.#memo.size >= MEMO_KEYS) this.#memo.delete(this.#memo.keys().next().value!);
+    this.#memo.set(pkey, entries);
+    return entries;
   }
 
   /** Whether any variant of `pkey` is stored: after a `lookup` miss, tells a Vary miss from a URI miss (RFC 9211 §2.2). */
@@ -272,6 +299,7 @@ export class Store {
   /** After a 304 (RFC 9111 §4.3.4): new stored headers and times, same body. False if the entry is gone or replaced. */
   updateHeaders(entry: Entry, headers: Headers, requestTime: number, responseTime: number): boolean {
     this.#open();
+    this.#db.localWrites++; // the memo must not keep the old headers (run outside writeTx)
     const r = this.#db.q.updateHeaders.run(
       JSON.stringify(headers),
       requestTime,
