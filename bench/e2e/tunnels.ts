@@ -91,6 +91,18 @@ async function pass(pki: TestPki, originPort: number, way: Way, proxyPort: numbe
   }
 }
 
+/** RSS once it has settled (two samples 100 ms apart within 1 %), not after a fixed wait; at most ~5 s of polling. */
+async function settledRss(rss: RssSampler): Promise<number> {
+  let last = rss.sample();
+  for (let i = 0; i < 50; i++) {
+    await Bun.sleep(100);
+    const now = rss.sample();
+    if (Math.abs(now - last) <= Math.max(256, last * 0.01)) return now;
+    last = now;
+  }
+  return last;
+}
+
 async function runC(pki: TestPki, o: Options, conns: number) {
   const { origin, port: originPort } = await startOrigin(pki);
   let gw: Gateway | null = null;
@@ -112,13 +124,11 @@ async function runC(pki: TestPki, o: Options, conns: number) {
       for (const w of order) {
         let idle = 0;
         if (w === "agate") {
-          await Bun.sleep(1500); // let the previous pass's teardown and GC settle before the baseline
-          idle = rss.sample();
+          idle = await settledRss(rss); // the previous pass's teardown and GC settled: the baseline
         }
         r[w] = await pass(pki, originPort, w, portOf(w), conns, o, pidOf(w), async () => {
           if (w !== "agate" || memory) return;
-          await Bun.sleep(1000); // every tunnel idle: TLS done inside, no request yet
-          const open = rss.sample();
+          const open = await settledRss(rss); // every tunnel idle (TLS done inside, no request yet) and RSS steady
           memory = { idleRssKB: idle, allOpenRssKB: open, kbPerIdleTunnel: round((open - idle) / conns, 2) };
         });
         log(`${conns} round ${k + 1}/${o.rounds} ${w}: p99 ${r[w].latencyMs?.p99} ms, p50 ${r[w].latencyMs?.p50} ms, ${r[w].requestsOk} ok, clean ${r[w].clean}`);
