@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Installs what agate needs on a fresh machine that has only Node.js and npm:
 // the npm dependencies (the Bun runtime among them, from the `bun` package) and, with --peers,
-// the Debian packages the end-to-end tests talk to (curl, openssl, squid). Idempotent and quick when done.
+// the Debian packages the end-to-end tests talk to (curl, openssl, squid, haproxy, msitools, age, chromium). Idempotent and quick when done.
 import { existsSync, readFileSync } from "node:fs";
 import { execSync } from "node:child_process";
 import { dirname, join } from "node:path";
@@ -32,7 +32,7 @@ if (!existsSync(join(root, "node_modules/.bin/bun")) || missingDeps.length) {
 }
 
 if (process.argv.includes("--peers")) {
-  const want = [["curl", "curl"], ["openssl", "openssl"], ["squid", "squid"], ["htpasswd", "apache2-utils"], ["haproxy", "haproxy"], ["wixl", "wixl"], ["msiinfo", "msitools"], ["age", "age"]];
+  const want = [["curl", "curl"], ["openssl", "openssl"], ["squid", "squid"], ["htpasswd", "apache2-utils"], ["haproxy", "haproxy"], ["wixl", "wixl"], ["msiinfo", "msitools"], ["age", "age"], ["chromium", "chromium"]];
   const missing = want.filter(([bin]) => !have(bin) && !existsSync(`/usr/sbin/${bin}`)).map(([, pkg]) => pkg);
   if (missing.length) {
     const sudo = process.getuid && process.getuid() === 0 ? "" : have("sudo") ? "sudo " : null;

@@ -4,7 +4,7 @@
  * workers' tunnels are untouched.
  */
 import { type Config } from "../core/config";
-import { ADMISSION_SLOTS, type SupervisorToWorker, type WorkerToSupervisor, decode, encode } from "../workers/protocol";
+import { SHARED_SLOTS, type SupervisorToWorker, type WorkerToSupervisor, decode, encode } from "../workers/protocol";
 import { log } from "../log";
 import type { CaPems } from "../store/ca-store";
 
@@ -35,7 +35,7 @@ export const CONFIRM_TIMEOUT_MS = 5_000;
 const WORKER_URL = new URL("../workers/worker.ts", import.meta.url).href;
 
 export class Pool {
-  readonly admission = new SharedArrayBuffer(ADMISSION_SLOTS * 4);
+  readonly admission = new SharedArrayBuffer(SHARED_SLOTS * 4);
   readonly adm = new Int32Array(this.admission);
   private slots: Slot[] = [];
   private stopping = false;

@@ -33,7 +33,7 @@ import { cacheBudget, cacheDir } from "../store/cache/paths";
 import type { CaPems } from "../store/ca-store";
 import type { HttpRequest, IncomingRequest, RequestBody, Responder } from "./http-session";
 import type { WorkerRuntime, WorkerServices, TlsState } from "./runtime";
-import type { WorkerCounters } from "./protocol";
+import { NO_SPACE_SLOT, type WorkerCounters } from "./protocol";
 import { type FillNote, cacheCounters, claimOrWait, invalidateAfter, revalidateInBackground, runFill, serveEntry, storeIsFull, streamTail, toStored } from "./fill";
 import { applyPatchMode, closePatchStore, patchCounters, servePatch } from "./patch";
 import { forward } from "./forward";
@@ -356,6 +356,8 @@ export async function applyCacheMode(rt: WorkerRuntime, config: Config, ca: CaPe
     if (rt.cacheStore?.dir !== dir) {
       rt.cacheStore?.close();
       rt.cacheNoSpace = null; // a new directory: its disk is looked at afresh
+      // a store moved to another directory (not a worker's first open: another worker may have found it full)
+      if (rt.cacheStore !== null && rt.admission) Atomics.store(rt.admission, NO_SPACE_SLOT, 0);
       rt.cacheStore = Store.open(dir, {
         maxBytes: cacheBudget(config),
         owner: `${process.pid}:${rt.index}`,

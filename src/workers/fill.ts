@@ -20,6 +20,7 @@ import type { FillHead } from "../store/cache/fill-tail";
 import type { HttpRequest, Responder } from "./http-session";
 import type { ExchangeHandle, Origins } from "./origin-client";
 import type { WorkerRuntime } from "./runtime";
+import { NO_SPACE_SLOT } from "./protocol";
 import { log } from "../log";
 
 const SERVE_SLICE = 1024 * 1024;
@@ -101,15 +102,26 @@ function freeBytes(dir: string): number {
 
 const isNoSpace = (e: unknown) => ["ENOSPC", "EDQUOT", "EFBIG"].includes((e as { code?: string })?.code ?? "");
 
-function markNoSpace(rt: WorkerRuntime, store: Store, needed: number, now: number, why: string): void {
+/** bytes needed, as the shared slot holds them: KiB, at least 1, at most 2^31-1 (2 TiB) */
+const kibOf = (bytes: number) => Math.min(0x7fffffff, Math.max(1, Math.ceil(bytes / 1024)));
+
+/** This worker found the disk full (an object that cannot fit, or a write that failed): say so once, and tell the other workers. */
+export function markNoSpace(rt: WorkerRuntime, store: Store, needed: number, now: number, why: string): void {
   if (rt.cacheNoSpace === null) log("warn", "cache disk full: objects are passed through and not stored until space returns", { dir: store.dir, needed, why });
   rt.cacheNoSpace = { needed, checkedAt: now };
+  // every worker, not only this one: the next object may land on another (protocol.ts NO_SPACE_SLOT)
+  if (rt.admission) Atomics.store(rt.admission, NO_SPACE_SLOT, kibOf(needed));
 }
 
-/** True while `store`'s disk cannot take new objects: the caller forwards instead of filling. */
+/** True while `store`'s disk cannot take new objects (found by this worker or another): the caller forwards instead of filling. */
 export function storeIsFull(rt: WorkerRuntime, store: Store, now: number): boolean {
-  const ns = rt.cacheNoSpace;
-  if (!ns) return false;
+  let ns = rt.cacheNoSpace;
+  if (!ns) {
+    const kib = rt.admission ? Atomics.load(rt.admission, NO_SPACE_SLOT) : 0;
+    if (kib === 0) return false;
+    // another worker found the disk full: look at it now (statfs), and again every SPACE_RECHECK_MS
+    ns = rt.cacheNoSpace = { needed: kib * 1024, checkedAt: now - SPACE_RECHECK_MS };
+  }
   if (now - ns.checkedAt < SPACE_RECHECK_MS) return true;
   ns.checkedAt = now;
   try {
@@ -118,6 +130,7 @@ export function storeIsFull(rt: WorkerRuntime, store: Store, now: number): boole
     return true;
   }
   rt.cacheNoSpace = null;
+  if (rt.admission) Atomics.compareExchange(rt.admission, NO_SPACE_SLOT, kibOf(ns.needed), 0);
   log("info", "cache disk has space again: storing objects", { dir: store.dir });
   return false;
 }

@@ -82,3 +82,11 @@ export const decode = <T extends SupervisorToWorker | WorkerToSupervisor>(b: Uin
 
 /** Layout of the admission SharedArrayBuffer: slot 0 = appliance-wide open connections on the proxy port, slot 1+i = worker i's share. */
 export const ADMISSION_SLOTS = 1 + 256;
+/**
+ * One more slot after the admission slots: the cache disk is known to be full, with the KiB an object needed
+ * (0 = not known full). A worker that finds the disk full sets it, so every worker passes objects through from then
+ * on, not only the one that found out (issue 12, defect 5: an object without a length landing on another worker was
+ * cut at the disk's end); the worker that finds space again clears it.
+ */
+export const NO_SPACE_SLOT = ADMISSION_SLOTS;
+export const SHARED_SLOTS = ADMISSION_SLOTS + 1;

@@ -68,7 +68,7 @@ export type WorkerRuntime = WorkerServices & {
   config: Config;
   policy: Policy;
   draining: boolean;
-  /** Int32Array over the supervisor's SharedArrayBuffer: [0] = appliance-wide, [1+i] = worker i */
+  /** Int32Array over the supervisor's SharedArrayBuffer: [0] = appliance-wide, [1+i] = worker i, [NO_SPACE_SLOT] (protocol.ts) */
   admission: Int32Array | null;
   /** the cache port can terminate TLS (cache mode on and a CA loaded); conn-session reads it */
   intercepting: boolean;

@@ -276,6 +276,8 @@ function spawnWorkers(count: number, dir: string, staleMs: number, heartbeatMs: 
     const w = new Worker(new URL("../fixtures/store-worker-fixture.ts", import.meta.url).href);
     const s: Spawned = { w, id, msgs: [], exited: false };
     w.onmessage = (ev: MessageEvent<FromWorker>) => s.msgs.push(ev.data);
+    // a worker that throws outside its handlers (e.g. in Store.open) would otherwise only show as a timeout
+    w.addEventListener("error", (ev) => s.msgs.push({ t: "error", id, code: "WORKER_THREW", outcome: "?", message: String((ev as ErrorEvent).message ?? ev), attempt: -1 }));
     w.addEventListener("close", () => (s.exited = true));
     w.postMessage({ t: "open", dir, id, staleMs, heartbeatMs } satisfies ToWorker);
     out.push(s);
@@ -283,6 +285,12 @@ function spawnWorkers(count: number, dir: string, staleMs: number, heartbeatMs: 
   return out;
 }
 
+/** `until`, and on a timeout what every worker said so far (CI shows only the failure's message) */
+const untilIn = (ws: Spawned[], ms: number, what: string, cond: () => boolean) =>
+  until(ms, what, cond).catch((e: Error) => {
+    const said = ws.map((s) => `w${s.id}${s.exited ? " (exited)" : ""}: ${s.msgs.map((m) => (m.t === "error" ? `error ${m.code} ${m.message}` : m.t)).join(", ") || "nothing"}`);
+    throw new Error(`${e.message}; the workers said: ${said.join("; ")}`);
+  });
 const send = (s: Spawned, m: ToWorker) => s.w.postMessage(m);
 const has = (s: Spawned, pred: (m: FromWorker) => boolean) => s.msgs.some(pred);
 const find = <T extends FromWorker["t"]>(s: Spawned, t: T, pred: (m: Extract<FromWorker, { t: T }>) => boolean = () => true) =>
@@ -296,12 +304,12 @@ describe("disk: worker threads", () => {
     const expected = sha256Hex(makeBody(chunks, chunkSize));
     const ws = spawnWorkers(4, dir, 2000, 200);
     try {
-      await until(15_000, "workers ready", () => ws.every((s) => has(s, (m) => m.t === "ready")));
+      await untilIn(ws, 15_000, "workers ready", () => ws.every((s) => has(s, (m) => m.t === "ready")));
       const half = (chunks / 2) * chunkSize;
       for (const s of ws) {
         send(s, { t: "claim", key: K, chunks, chunkSize, delayMs: 2, gateAfter: chunks / 2, progressAt: half });
       }
-      await until(10_000, "every role", () => ws.every((s) => has(s, (m) => m.t === "role")));
+      await untilIn(ws, 10_000, "every role", () => ws.every((s) => has(s, (m) => m.t === "role")));
       const fillers = ws.filter((s) => find(s, "role")!.role === "filler");
       const waiters = ws.filter((s) => find(s, "role")!.role === "waiter");
       expect(fillers).toHaveLength(1);
@@ -309,14 +317,14 @@ describe("disk: worker threads", () => {
       const filler = fillers[0]!;
       // the filler is parked at the gate with half the body written: every waiter must already have the head
       // and the first half — i.e. they stream, they do not wait for the end
-      await until(10_000, "filler at the gate", () => has(filler, (m) => m.t === "gate"));
-      await until(10_000, "waiters got head and half the body", () =>
+      await untilIn(ws, 10_000, "filler at the gate", () => has(filler, (m) => m.t === "gate"));
+      await untilIn(ws, 10_000, "waiters got head and half the body", () =>
         waiters.every((s) => has(s, (m) => m.t === "head") && has(s, (m) => m.t === "progress")),
       );
       expect(waiters.every((s) => find(s, "head")!.status === 200)).toBe(true);
       expect(waiters.every((s) => !has(s, (m) => m.t === "done"))).toBe(true);
       send(filler, { t: "continue" });
-      await until(10_000, "fill committed and waiters done", () =>
+      await untilIn(ws, 10_000, "fill committed and waiters done", () =>
         has(filler, (m) => m.t === "committed") && waiters.every((s) => has(s, (m) => m.t === "done" || m.t === "error")),
       );
       expect(find(filler, "committed")).toMatchObject({ size: chunks * chunkSize, sha256: expected });
@@ -343,7 +351,7 @@ describe("disk: worker threads", () => {
     const staleMs = 400;
     const ws = spawnWorkers(4, dir, staleMs, 100);
     try {
-      await until(15_000, "workers ready", () => ws.every((s) => has(s, (m) => m.t === "ready")));
+      await untilIn(ws, 15_000, "workers ready", () => ws.every((s) => has(s, (m) => m.t === "ready")));
       const half = (chunks / 2) * chunkSize;
       // every worker stalls at half if it fills (only the first filler matters: the test kills it there);
       // waiters retry once after an error
@@ -353,23 +361,23 @@ describe("disk: worker threads", () => {
           stallAfter: chunks / 2,
         });
       }
-      await until(10_000, "every role", () => ws.every((s) => has(s, (m) => m.t === "role")));
+      await untilIn(ws, 10_000, "every role", () => ws.every((s) => has(s, (m) => m.t === "role")));
       const filler = ws.find((s) => find(s, "role")!.role === "filler")!;
       const others = ws.filter((s) => s !== filler);
       expect(others.every((s) => find(s, "role")!.role === "waiter")).toBe(true);
-      await until(10_000, "waiters streamed the first half", () => others.every((s) => has(s, (m) => m.t === "progress")));
+      await untilIn(ws, 10_000, "waiters streamed the first half", () => others.every((s) => has(s, (m) => m.t === "progress")));
       filler.w.terminate();
-      await until(10_000, "waiters see the dead filler", () => others.every((s) => has(s, (m) => m.t === "error")));
+      await untilIn(ws, 10_000, "waiters see the dead filler", () => others.every((s) => has(s, (m) => m.t === "error")));
       for (const s of others) {
         // either this waiter's poll saw the heartbeat stop, or another waiter had already taken the fill over:
         // both are the outcome "stale" (claim again), read from the fills row, not from a message
         expect(find(s, "error")).toMatchObject({ code: "PX_FILL_STALE", outcome: "stale" });
       }
       // the retries (attempt 1): exactly one takes the stale fill over and completes it; the others stream its bytes
-      await until(10_000, "retry roles", () => others.every((s) => has(s, (m) => m.t === "role" && m.attempt === 1)));
+      await untilIn(ws, 10_000, "retry roles", () => others.every((s) => has(s, (m) => m.t === "role" && m.attempt === 1)));
       const second = others.filter((s) => find(s, "role", (m) => m.attempt === 1)!.role === "filler");
       expect(second).toHaveLength(1);
-      await until(10_000, "retry round finished", () =>
+      await untilIn(ws, 10_000, "retry round finished", () =>
         has(second[0]!, (m) => m.t === "committed") &&
         others.every((s) => s === second[0] || has(s, (m) => m.t === "done" || (m.t === "error" && m.attempt === 1))),
       );
