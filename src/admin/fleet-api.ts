@@ -9,6 +9,7 @@ import type { AdminDeps, FleetMember, FleetRow } from "./deps";
 import type { AdminContext } from "./context";
 import type { FleetStatus } from "../core/fleet";
 import { checkToken, decideDoor } from "./guard";
+import { peerTls } from "../fleet/heartbeat";
 import { VERSION } from "../version";
 import { log } from "../log";
 
@@ -78,6 +79,8 @@ export function fleetView(deps: AdminDeps, ctx: AdminContext) {
     heartbeat_s: f.heartbeat_s,
     missed_heartbeats: f.missed_heartbeats,
     share_cache: f.share_cache,
+    // how this gateway's heartbeats and pushes reach the peers: verified only with [admin] tls and [fleet] peer_ca
+    peer_tls: (({ scheme, verified, note }) => ({ scheme, verified, note }))(peerTls(deps.config)),
     // the live sharers the cache port routes misses to (rendezvous over these names and this gateway's own)
     share_peers: r?.share_peers ?? null,
     webhook: r?.webhook ?? { configured: f.webhook_url !== null, sent: 0, failed: 0, pending: 0, last_error: null },

@@ -100,10 +100,10 @@ const ago = (s) => { if (!s) return "never"; const d = Math.max(0, Math.round((D
 async function refreshFleet() {
   const f = await api("/api/fleet");
   renderTargets(f);
-  set("f-rules", "heartbeat every " + f.heartbeat_s + " s; offline after " + f.missed_heartbeats + " missed; webhook: " + (f.webhook.configured ? f.webhook.sent + " sent, " + f.webhook.failed + " failed, " + f.webhook.pending + " pending" : "none"));
+  set("f-rules", "heartbeat every " + f.heartbeat_s + " s; offline after " + f.missed_heartbeats + " missed; webhook: " + (f.webhook.configured ? f.webhook.sent + " sent, " + f.webhook.failed + " failed, " + f.webhook.pending + " pending" : "none") + (f.peer_tls && f.gateways.length > 1 ? "; peer TLS: " + (f.peer_tls.verified ? "verified against [fleet] peer_ca" : f.peer_tls.note) : ""));
   $("#f-rows").innerHTML = f.gateways.map((g) => {
     const m = g.member || {};
-    const name = (m.name ? esc(m.name) : '<span class="muted">(never answered)</span>') + '<div class="muted">' + (g.self ? "this gateway" : esc(g.peer)) + "</div>";
+    const name = (m.name ? esc(m.name) : '<span class="muted">(never answered)</span>') + '<div class="muted">' + (g.self ? "this gateway" : esc(g.peer) + (g.tls_verified === false ? " · TLS not verified" : "")) + "</div>";
     const health = m.health ? esc(m.health) + (m.reasons && m.reasons.length ? '<div class="muted">' + m.reasons.map(esc).join("<br>") + "</div>" : "") : "";
     const link = m.platform ? esc(m.platform.status) + '<div class="muted">connected on ' + (m.platform.connected_on ? esc(new Date(m.platform.connected_on).toISOString().replace("T", " ").slice(0, 19)) + " UTC" : "never") + "</div>" : "";
     const err = g.last_error ? '<div class="err">' + esc(g.last_error) + "</div>" : "";

@@ -9,32 +9,23 @@ import { DEFAULTS, parseConfig, type Config } from "../core/config";
 import { ConfigError } from "../core/errors";
 import { layerRaw } from "../core/config-layers";
 import { overlayPath, readTomlFile } from "../store/config-files";
-import { checkReadableFile } from "../supervisor/preflight";
+import { checkConfigFiles } from "../supervisor/preflight";
 
 export const EX_CONFIG = 78;
 
 export type CheckResult = { ok: true; lines: string[] } | { ok: false; lines: string[] };
-
-function namedFiles(c: Config) {
-  if (c.tls.upstream_ca) checkReadableFile("tls.upstream_ca", c.tls.upstream_ca);
-  if (c.tls.ca !== "appliance") {
-    if (c.tls.ca_cert) checkReadableFile("tls.ca_cert", c.tls.ca_cert);
-    if (c.tls.ca_key) checkReadableFile("tls.ca_key", c.tls.ca_key);
-    if (c.tls.ca_chain) checkReadableFile("tls.ca_chain", c.tls.ca_chain);
-  }
-}
 
 export function checkConfigFile(path: string): CheckResult {
   const where = (e: ConfigError) => (e.key === "(file)" ? e.message.slice("(file): ".length) : `${path}: ${e.message}`);
   try {
     const raw = readTomlFile(path);
     const file = parseConfig(raw, DEFAULTS);
-    namedFiles(file);
+    checkConfigFiles(file);
     const lines = [`${path}: OK`];
     const ov = overlayPath(file.gateway.data_dir);
     if (existsSync(ov)) {
       try {
-        namedFiles(parseConfig(layerRaw(raw, readTomlFile(ov)), DEFAULTS));
+        checkConfigFiles(parseConfig(layerRaw(raw, readTomlFile(ov)), DEFAULTS));
         lines.push(`${ov}: OK (changes made through the API, read on top of ${path})`);
       } catch (e) {
         if (!(e instanceof ConfigError)) throw e;

@@ -1,7 +1,10 @@
 /**
  * @module The `[fleet]` section (issue 14), validated at the door for core/config.ts (STYLE §7): the peers'
  * management `host:port`, the shared fleet token, the location, the heartbeat interval with its floor, the
- * missed-heartbeat threshold, the webhook, and `share_cache` (one origin download per object across the pool).
+ * missed-heartbeat threshold, the webhook, `share_cache` (one origin download per object across the pool), and
+ * `peer_ca`: the CA certificate(s) the peers' management leaves are checked against when `[admin] tls` is on
+ * (its file is read by supervisor/preflight.ts, with fleet/peer-ca.ts, at start, on reload and from the API: core
+ * touches no disk).
  */
 import { ConfigError } from "./errors";
 
@@ -21,9 +24,12 @@ export type FleetConfig = {
   share_cache: boolean;
   /** JSON notices (a peer turning offline or degraded) are POSTed here; null: none */
   webhook_url: string | null;
+  /** a PEM file with the CA certificate(s) that issued the peers' management leaves (each peer's appliance CA,
+   * `<data_dir>/ca/appliance.pem`); null: peer TLS is encrypted but not verified (src/fleet/heartbeat.ts) */
+  peer_ca: string | null;
 };
 
-export const FLEET_KEYS = ["peers", "token", "location", "heartbeat_s", "min_heartbeat_s", "missed_heartbeats", "share_cache", "webhook_url"] as const;
+export const FLEET_KEYS = ["peers", "token", "location", "heartbeat_s", "min_heartbeat_s", "missed_heartbeats", "share_cache", "webhook_url", "peer_ca"] as const;
 
 export const FLEET_DEFAULTS: FleetConfig = {
   peers: [],
@@ -34,12 +40,14 @@ export const FLEET_DEFAULTS: FleetConfig = {
   missed_heartbeats: 3,
   share_cache: false,
   webhook_url: null,
+  peer_ca: null,
 };
 
 export const MIN_FLEET_TOKEN = 32;
 export const MAX_PEERS = 64;
 
 type Raw = Record<string, unknown>;
+
 const show = (v: unknown) => (typeof v === "string" ? `'${v}'` : JSON.stringify(v));
 const pick = (sec: Raw, k: string, d: unknown): unknown => (sec[k] === undefined ? d : sec[k]);
 
@@ -115,5 +123,12 @@ export function parseFleet(sec: Raw, base: FleetConfig, adminToken: string | nul
     if (u.protocol !== "https:" && u.protocol !== "http:") throw new ConfigError("fleet.webhook_url", `expected an http or https URL, got ${u.protocol}`);
     webhook_url = hookRaw;
   }
-  return { peers, token, location, heartbeat_s, min_heartbeat_s, missed_heartbeats, share_cache: share, webhook_url };
+
+  const caRaw = pick(sec, "peer_ca", base.peer_ca ?? null);
+  let peer_ca: string | null = null;
+  if (caRaw !== null && caRaw !== "") {
+    if (typeof caRaw !== "string") throw new ConfigError("fleet.peer_ca", `expected the path of a PEM file, got ${show(caRaw)}`);
+    peer_ca = caRaw; // its content: supervisor/preflight.ts (checkConfigFiles)
+  }
+  return { peers, token, location, heartbeat_s, min_heartbeat_s, missed_heartbeats, share_cache: share, webhook_url, peer_ca };
 }

@@ -5,12 +5,21 @@
  * webhook notice when a peer it had seen turns offline or degraded. It also keeps the peers' addresses (their
  * hosts, resolved each round) for the self route's second door: a caller whose address is not a peer's is refused.
  * A peer's trouble never enters this gateway's own health: a load balancer would take a healthy gateway out.
+ *
+ * Peer TLS (`peerTls`, also used by steer.ts): with `[admin] tls` on and `[fleet] peer_ca` set, the peer's
+ * management certificate must chain to one of peer_ca's CAs and name the host of its `host:port` (Bun's fetch checks
+ * the SAN: an IP against its iPAddress entries, a name against its dNSName ones); a peer that fails is a failed
+ * heartbeat whose error starts "certificate not trusted:" or "certificate name mismatch:". Without peer_ca the
+ * traffic is encrypted but the peer is not authenticated, and every row says so (`tls_verified: false`, `tls_note`).
  */
 import { lookup } from "node:dns/promises";
+import { statSync } from "node:fs";
 import type { Config } from "../core/config";
 import { parsePeer } from "../core/fleet-config";
+import { readPeerCa } from "./peer-ca";
+import { ConfigError } from "../core/errors";
 import { type Beat, type PeerHealth, type PeerState, decideNotice, initialPeerState, onBeat } from "../core/fleet";
-import type { FleetMember, FleetPeersReport } from "../admin/deps";
+import type { FleetMember, FleetPeersReport, FleetRow } from "../admin/deps";
 import { WebhookSender } from "./webhook";
 import { log } from "../log";
 
@@ -31,18 +40,83 @@ function memberOf(body: unknown): FleetMember | string {
   return b as FleetMember;
 }
 
+/** How peer traffic is protected: what the fleet view says per peer, and the fetch options that do it. */
+export type PeerTls = {
+  scheme: "http" | "https";
+  /** true only when the peer's certificate is checked against `[fleet] peer_ca` (chain and name) */
+  verified: boolean;
+  /** why it is not verified (shown per peer); null when it is */
+  note: string | null;
+  /** Bun's fetch `tls` option; absent for plain HTTP */
+  tls?: { rejectUnauthorized: boolean; ca?: string };
+  /** peer_ca could not be read now (removed or changed after it was validated): every peer call fails with this */
+  error?: string;
+};
+
+export const TLS_NOTE_PLAIN = "plain HTTP: [admin] tls is off, so the fleet token and the peers' answers cross the network unencrypted";
+export const TLS_NOTE_UNVERIFIED =
+  "encrypted, but the peer's certificate is not verified: set [fleet] peer_ca to the peers' appliance CA certificates (docs/ADMIN.md, \"Peer TLS\")";
+
+/** peer_ca read once per change of the file (path, size, mtime), not on every heartbeat. */
+let caCache: { key: string; pem: string } | null = null;
+function peerCaPem(path: string): string {
+  const st = statSync(path);
+  const key = `${path}\0${st.size}\0${st.mtimeMs}`;
+  if (caCache?.key !== key) caCache = { key, pem: readPeerCa("fleet.peer_ca", path) };
+  return caCache.pem;
+}
+
+export function peerTls(c: Config): PeerTls {
+  if (!c.admin.tls) return { scheme: "http", verified: false, note: TLS_NOTE_PLAIN };
+  const path = c.fleet.peer_ca;
+  if (!path) return { scheme: "https", verified: false, note: TLS_NOTE_UNVERIFIED, tls: { rejectUnauthorized: false } };
+  try {
+    return { scheme: "https", verified: true, note: null, tls: { rejectUnauthorized: true, ca: peerCaPem(path) } };
+  } catch (e) {
+    const why = e instanceof ConfigError ? e.message : `${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`;
+    return { scheme: "https", verified: true, note: null, tls: { rejectUnauthorized: true }, error: `fleet.peer_ca cannot be used now: ${why}` };
+  }
+}
+
+/** OpenSSL's verify codes (as Bun's fetch reports them) that mean "no trusted CA issued this certificate". */
+const UNTRUSTED = new Set([
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "CERT_SIGNATURE_FAILURE",
+  "CERT_UNTRUSTED",
+  "CERT_REJECTED",
+  "INVALID_CA",
+]);
+
+/** A failed peer call as the fleet view shows it: certificate failures say so first, with the code; others are the code. */
+export function describePeerError(e: unknown, peer: string, t: PeerTls): string {
+  const err = e as NodeJS.ErrnoException;
+  const code = err?.code ?? err?.name ?? "error";
+  const msg = String(err?.message ?? "")
+    .replace(new RegExp(`^${code}:?\\s*`), "")
+    .replace(/\s*For more information, pass `verbose: true`.*$/s, "")
+    .slice(0, 200);
+  if (UNTRUSTED.has(code))
+    return `certificate not trusted: ${peer}'s management certificate is not issued by a CA in ${t.verified ? "[fleet] peer_ca" : "the system roots"} (${code}${msg ? `: ${msg}` : ""})`;
+  if (code === "ERR_TLS_CERT_ALTNAME_INVALID" || code === "HOSTNAME_MISMATCH")
+    return `certificate name mismatch: ${peer}'s management certificate is not for ${parsePeer("fleet.peers", peer).host} (${code}); list the peer by an address or name its certificate carries (docs/ADMIN.md, "Peer TLS")`;
+  if (code === "CERT_HAS_EXPIRED" || code === "CERT_NOT_YET_VALID") return `certificate not valid now: ${peer}'s management certificate (${code})`;
+  return code; // refused, reset, DNS…: the code says it (as before peer TLS was verified)
+}
+
 export async function pollPeer(peer: string, c: Config, now: () => number): Promise<Beat<FleetMember>> {
-  const scheme = c.admin.tls ? "https" : "http";
+  const t = peerTls(c);
+  if (t.error) return { ok: false, at: now(), error: t.error };
   const timeout = Math.min(c.fleet.heartbeat_s * 1000, MAX_POLL_MS);
   try {
-    const r = await fetch(`${scheme}://${peer}${SELF_PATH}`, {
+    const r = await fetch(`${t.scheme}://${peer}${SELF_PATH}`, {
       headers: { authorization: `Bearer ${c.fleet.token}`, "user-agent": "agate-fleet" },
       signal: AbortSignal.timeout(timeout),
       redirect: "manual",
-      // TODO: verify the peer's certificate. Each gateway's management leaf is minted from its own appliance CA,
-      // which the others do not hold; until `[fleet]` names the peers' CAs, TLS hides the token from the wire but
-      // does not authenticate the peer.
-      ...(c.admin.tls ? { tls: { rejectUnauthorized: false } } : {}),
+      ...(t.tls ? { tls: t.tls } : {}),
     } as RequestInit);
     const text = await r.text();
     if (r.status !== 200) {
@@ -59,10 +133,13 @@ export async function pollPeer(peer: string, c: Config, now: () => number): Prom
     return { ok: true, at: now(), health: m.health, report: m };
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    const code = err.name === "TimeoutError" ? `no answer within ${timeout} ms` : err.code ?? err.name ?? "error";
-    return { ok: false, at: now(), error: code };
+    if (err.name === "TimeoutError") return { ok: false, at: now(), error: `no answer within ${timeout} ms` };
+    return { ok: false, at: now(), error: describePeerError(e, peer, t) };
   }
 }
+
+/** A peer's row with how its traffic is protected (GET /api/fleet, the Fleet tab). */
+export type FleetPeerRow = FleetRow & { tls_verified: boolean; tls_note: string | null };
 
 export class FleetMonitor {
   private states = new Map<string, PeerState<FleetMember>>();
@@ -71,6 +148,8 @@ export class FleetMonitor {
   private interval = 0;
   private inRound = false;
   private seq = 0;
+  /** the last peer-TLS state warned about, so a reload that changes nothing does not repeat the warning */
+  private tlsWarned: string | null = null;
   readonly webhook: WebhookSender;
 
   constructor(
@@ -86,6 +165,7 @@ export class FleetMonitor {
     for (const p of [...this.states.keys()]) if (!keep.has(p)) this.states.delete(p);
     for (const p of keep) if (!this.states.has(p)) this.states.set(p, initialPeerState(p));
     this.webhook.setUrl(c.fleet.webhook_url);
+    this.warnTls(c, keep.size);
     void this.resolve(c);
     const ms = c.fleet.heartbeat_s * 1000;
     if (keep.size === 0) return this.clearTimer();
@@ -94,6 +174,15 @@ export class FleetMonitor {
     this.interval = ms;
     this.timer = setInterval(() => void this.round(), ms);
     void this.round(); // the first heartbeat at once, so a fleet is seen right after start
+  }
+
+  /** One warning line at start (and after a change) when peer TLS is on but does not authenticate the peers. */
+  private warnTls(c: Config, peers: number) {
+    const t = peerTls(c);
+    const state = peers > 0 && c.admin.tls && !t.verified ? "unverified" : null;
+    if (state && this.tlsWarned !== state)
+      log("warn", "fleet: peer TLS is encrypted but not verified ([fleet] peer_ca is not set)", { peers, note: TLS_NOTE_UNVERIFIED });
+    this.tlsWarned = state;
   }
 
   stop() {
@@ -185,9 +274,10 @@ export class FleetMonitor {
     }
   }
 
-  report(): FleetPeersReport {
+  report(): FleetPeersReport & { peers: FleetPeerRow[] } {
     const c = this.getConfig();
     const iso = (t: number | null) => (t === null ? null : new Date(t).toISOString());
+    const tls = peerTls(c);
     return {
       peers: [...this.states.values()].map((s) => ({
         peer: s.peer,
@@ -197,6 +287,8 @@ export class FleetMonitor {
         missed_heartbeats: s.missed,
         last_error: s.lastError,
         member: s.report,
+        tls_verified: tls.verified,
+        tls_note: tls.note,
       })),
       heartbeat_s: c.fleet.heartbeat_s,
       missed_heartbeats: c.fleet.missed_heartbeats,

@@ -7,8 +7,13 @@
  * test/e2e/gateway-export.test.ts). Opening tells a wrong passphrase from a damaged file. Nothing here logs.
  *
  * Restoring files is reversible until the caller commits: `restoreFiles` returns an undo that puts back what it
- * replaced (the appliance CA) and removes what it added (uploaded chains, imported CA files).
- * TODO: a published next CA (rollover, store/ca-rollover.ts) is not carried yet; publish it again after an import.
+ * replaced (the appliance CA, the rollover file) and removes what it added (uploaded chains, imported CA files).
+ *
+ * A published next CA (rollover, store/ca-rollover.ts) is carried as `ca.next` (its id; its certificate and key
+ * travel with the uploaded chains it is kept with, or as the appliance CA) and `ca.generated` (which uploaded
+ * certificates the gateway generated itself); an import publishes it again here — the next CA's root as written on
+ * this machine — so agents keep getting `/ca-bundle.pem` = current + next from the replacement. An archive without
+ * a next CA leaves this gateway's rollover as it is.
  */
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync, chmodSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -16,6 +21,7 @@ import { gunzipSync, gzipSync } from "node:zlib";
 import type { AgeAnswer, AgeJob } from "./age-thread";
 import type { Config } from "../core/config";
 import type { CertDb, CertRow } from "./cert-db";
+import { readRollover, rolloverPath, writeRollover } from "./ca-rollover";
 
 export const ARCHIVE_FORMAT = "agate-gateway/1";
 /**
@@ -47,6 +53,10 @@ export type GatewayArchive = {
     appliance: Pem3 | null;
     /** the [tls] ca_cert/ca_chain/ca_key files when they are not one of the uploaded chains */
     configured: (Pem3 & { kind: string }) | null;
+    /** the published next CA of a rollover: "appliance" or the id of one of `uploaded` (absent in older archives) */
+    next?: { id: string } | null;
+    /** the uploaded ids this gateway generated itself (a next CA made with `generate`) */
+    generated?: string[];
   };
   uploaded: ArchivedChain[];
   /** which CA signs agents' leaves: "appliance", "common", "customer" (configured files) or an uploaded id */
@@ -78,13 +88,18 @@ export function collectArchive(c: Config, dataDir: string, configPath: string | 
     const key = read(c.tls.ca_key);
     if (cert && key) configured = { kind: c.tls.ca, cert, chain: read(c.tls.ca_chain), key };
   }
+  // the next CA is carried when its certificate and key are: the appliance CA, or one of the uploaded chains
+  const ro = readRollover(dataDir);
+  const nextId = ro.next?.id ?? null;
+  const next = nextId !== null && (nextId === "appliance" ? appCert !== null && appKey !== null : uploaded.some((u) => u.row.id === nextId)) ? { id: nextId } : null;
+  const generated = ro.generated.filter((id) => uploaded.some((u) => u.row.id === id));
   return {
     format: ARCHIVE_FORMAT,
     created: now.toISOString(),
     version,
     gateway: c.gateway.name,
     config: { file: configPath && existsSync(configPath) ? { path: configPath, text: readFileSync(configPath, "utf8") } : null, overlay: read(overlayFile), effective: c },
-    ca: { appliance: appCert && appKey ? { cert: appCert, chain: null, key: appKey } : null, configured },
+    ca: { appliance: appCert && appKey ? { cert: appCert, chain: null, key: appKey } : null, configured, next, generated },
     uploaded,
     assigned,
   };
@@ -163,7 +178,11 @@ export const importedCaDir = (dataDir: string) => join(dataDir, "ca", "imported"
  * aside for the undo), the uploaded chains under their ids (an id already here is left as is), a configured CA
  * under ca/imported/. Returns the [tls] paths the config should name now, and the undo.
  */
-export function restoreFiles(a: GatewayArchive, dataDir: string, certs: CertDb): { tls: Record<string, string | null>; added: string[]; undo: () => void } {
+export function restoreFiles(
+  a: GatewayArchive,
+  dataDir: string,
+  certs: CertDb,
+): { tls: Record<string, string | null>; added: string[]; next: string | null; undo: () => void } {
   const caDir = join(dataDir, "ca");
   mkdirSync(caDir, { recursive: true, mode: 0o700 });
   const undos: (() => void)[] = [];
@@ -191,6 +210,7 @@ export function restoreFiles(a: GatewayArchive, dataDir: string, certs: CertDb):
     added.push(u.row.id);
     undos.push(() => certs.remove(u.row.id));
   }
+  const next = restoreNext(a, dataDir, certs, undos);
   let tls: Record<string, string | null> = { ca: "appliance", ca_cert: null, ca_chain: null, ca_key: null };
   const up = a.uploaded.find((u) => u.row.id === a.assigned);
   if (up) {
@@ -209,6 +229,7 @@ export function restoreFiles(a: GatewayArchive, dataDir: string, certs: CertDb):
   return {
     tls,
     added,
+    next,
     undo: () => {
       for (const u of undos.reverse()) {
         try {
@@ -219,4 +240,28 @@ export function restoreFiles(a: GatewayArchive, dataDir: string, certs: CertDb):
       }
     },
   };
+}
+
+/**
+ * Publish the archive's next CA here (rollover.json naming its root on this machine), when its files are here now:
+ * the appliance CA just restored, or an uploaded chain (restored, or the same id already here). A next CA left out
+ * (its chain failed the import's check) is not published. The generated ids are merged with this gateway's own.
+ */
+function restoreNext(a: GatewayArchive, dataDir: string, certs: CertDb, undos: (() => void)[]): string | null {
+  const id = a.ca.next?.id ?? null;
+  if (id === null) return null;
+  let root: string | null = null;
+  if (id === "appliance") root = a.ca.appliance ? join(dataDir, "ca", "appliance.pem") : null;
+  else if (certs.get(id)) root = certs.files(id).root;
+  if (root === null || !existsSync(root)) return null;
+  const p = rolloverPath(dataDir);
+  const before = read(p);
+  const cur = readRollover(dataDir);
+  const generated = [...new Set([...cur.generated, ...(a.ca.generated ?? []).filter((g) => certs.get(g))])];
+  writeRollover(dataDir, { next: { id, root }, generated });
+  undos.push(() => {
+    if (before === null) rmSync(p, { force: true });
+    else writeFileSync(p, before, { mode: 0o644 });
+  });
+  return id;
 }

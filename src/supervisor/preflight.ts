@@ -9,6 +9,7 @@ import { accessSync, constants, statSync } from "node:fs";
 import type { Config } from "../core/config";
 import { ConfigError } from "../core/errors";
 import type { ServicePorts } from "../admin/deps";
+import { readPeerCa } from "../fleet/peer-ca";
 
 /** What is bound now (none at start): ports that stay the same are held by our own workers and are not probed. */
 export type Running = { config: Config; ports: ServicePorts & { admin?: number } };
@@ -76,8 +77,10 @@ export function checkReadableFile(key: string, path: string) {
   }
 }
 
-function checkFiles(c: Config) {
+/** Every file the config names exists, can be read, and (`fleet.peer_ca`) holds what it must. */
+export function checkConfigFiles(c: Config) {
   if (c.tls.upstream_ca) checkReadableFile("tls.upstream_ca", c.tls.upstream_ca);
+  if (c.fleet.peer_ca) readPeerCa("fleet.peer_ca", c.fleet.peer_ca);
   if (c.tls.ca !== "appliance") {
     if (c.tls.ca_cert) checkReadableFile("tls.ca_cert", c.tls.ca_cert);
     if (c.tls.ca_key) checkReadableFile("tls.ca_key", c.tls.ca_key);
@@ -87,6 +90,6 @@ function checkFiles(c: Config) {
 
 /** Throws a ConfigError naming the first key that cannot be applied, and why. */
 export function checkApplicable(next: Config, running: Running | null) {
-  checkFiles(next);
+  checkConfigFiles(next);
   checkPorts(next, running);
 }

@@ -4,7 +4,8 @@
  * into a fresh gateway, that one's cache port serves leaves that curl verifies with the OLD gateway's CA only, and
  * its config is the old one's (but [admin] and data_dir); the same with an assigned uploaded chain, through the
  * CLI. A wrong passphrase, a damaged archive and a file that is not one are refused with a clear error and change
- * nothing. Neither the passphrase nor a key reaches a log line or the audit log.
+ * nothing. Neither the passphrase nor a key reaches a log line or the audit log. A published next CA (rollover) is
+ * carried with its key: the replacement publishes it again (`/ca.pem?next=1`, `/ca-bundle.pem`) and can assign it.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -15,6 +16,7 @@ import { startTlsOrigin, type Origin } from "../peers/tls-origin";
 import { makeCustomerChain } from "../peers/customer-chain";
 import { ROOT, curl, startGateway, type Gateway } from "../peers/gateway";
 import { ageDecrypt, ageMissing } from "../peers/age-cli";
+import { waitFor } from "../peers/helpers";
 
 const HOST = "qagpublic.qg1.apps.qualys.com";
 const PASS = "correct horse battery staple 42";
@@ -178,5 +180,46 @@ describe("export / import", () => {
     const wrong = await agate(fresh, ["import", archive, "--passphrase-file", bad]);
     expect(wrong.code).toBe(1);
     expect(wrong.err).toContain("wrong passphrase");
+  }, 120_000);
+
+  test("a published next CA is carried with its key: the replacement publishes it again and can assign it", async () => {
+    await using old = await startGateway(base("gw-roll"));
+    const pub = await old.admin("/api/ca/next", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ generate: true }) });
+    expect(pub.status).toBe(201);
+    const nextId = (((await pub.json()) as any).next as { id: string }).id;
+    const get = async (g: Gateway, path: string) => {
+      const r = await fetch(`http://127.0.0.1:${g.ports.admin}${path}`);
+      return { status: r.status, text: await r.text() };
+    };
+    const nextPem = await waitFor(async () => {
+      const r = await get(old, "/ca.pem?next=1");
+      return r.status === 200 && r.text;
+    }, { what: "the old gateway to publish its next CA" });
+    const bytes = await exportOf(old);
+
+    await using fresh = await startGateway(base("gw-roll-new"));
+    expect((await get(fresh, "/ca.pem?next=1")).status).toBe(404);
+    const r = await importInto(fresh, bytes);
+    const body: any = await r.json();
+    expect({ status: r.status, error: body.error }).toEqual({ status: 200, error: undefined });
+    expect(body.uploaded).toEqual([nextId]);
+    expect(((await (await fresh.admin("/api/ca/next")).json()) as any).next).toMatchObject({ id: nextId, next: true, assigned: false, source: "generated" });
+    await waitFor(async () => (await get(fresh, "/ca.pem?next=1")).text === nextPem, { what: "the replacement to publish the same next CA" });
+    const bundle = (await get(fresh, "/ca-bundle.pem")).text;
+    expect(bundle).toContain((await caPem(old)).trim());
+    expect(bundle).toContain(nextPem.trim());
+    for (const port of [fresh.ports.proxy, fresh.ports.cache!])
+      await waitFor(async () => (await (await fetch(`http://127.0.0.1:${port}/ca.pem?next=1`)).text()) === nextPem, { what: `port ${port} to give the next CA` });
+    // its key came along: assigning it makes it current and leaves are minted from it
+    expect((await fresh.admin(`/api/certificates/${nextId}/assign`, { method: "POST" })).status).toBe(200);
+    expect(await (await fresh.admin("/api/ca/next")).json()).toEqual({ next: null });
+    const nextFile = join(fresh.dir, "next-ca.pem");
+    writeFileSync(nextFile, nextPem);
+    const leaf = await waitFor(async () => {
+      const l = await leafVia(fresh, nextFile, "/rolled");
+      return l.stdout === "hello from origin /rolled\n" && l;
+    }, { timeoutMs: 15_000, what: "a leaf from the carried next CA" });
+    expect(leaf.stderr).toContain("issuer: CN=agate appliance CA");
+    for (const g of [old, fresh]) expect(everythingLogged(g)).not.toContain("PRIVATE KEY");
   }, 120_000);
 });

@@ -23,7 +23,7 @@ const fleet = (f: Record<string, unknown>, admin: Record<string, unknown> = {}) 
 
 describe("[fleet] at the door", () => {
   test("defaults: no peers, heartbeat 180 s with a 60 s floor, 3 missed, no shared cache, no webhook", () => {
-    expect(parseConfig({}).fleet).toEqual({ peers: [], token: null, location: "", heartbeat_s: 180, min_heartbeat_s: 60, missed_heartbeats: 3, share_cache: false, webhook_url: null });
+    expect(parseConfig({}).fleet).toEqual({ peers: [], token: null, location: "", heartbeat_s: 180, min_heartbeat_s: 60, missed_heartbeats: 3, share_cache: false, webhook_url: null, peer_ca: null });
   });
   test("a full, valid section", () => {
     const c = fleet({ peers: ["10.0.0.5:8443", "GW2.Example.com:8443", "[fd00::5]:8443"], token: TOKEN, location: "Paris DC1", heartbeat_s: 60, missed_heartbeats: 5, share_cache: false, webhook_url: "https://hooks.example.com/x" });
