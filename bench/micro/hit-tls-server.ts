@@ -50,6 +50,12 @@ let port = 0;
 if (variant === "native") {
   const srv = Bun.listen({ hostname: "127.0.0.1", port: 0, tls: { cert, key }, socket: { data(s, d) { onReq((b) => s.write(b), d); }, open() {}, close() {} } });
   port = srv.port;
+} else if (variant === "upgrade") {
+  // a plain Bun.listen socket upgraded in place: `socket.upgradeTLS` acts as the TLS server on an accepted socket
+  const srv = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: {
+    open(s) { s.upgradeTLS({ tls: { cert, key }, socket: { data(t: any, d: Uint8Array) { onReq((b) => t.write(b), d); }, open() {}, close() {}, error() {} } } as any); },
+    data() {}, close() {} } });
+  port = srv.port;
 } else if (variant === "duplex") {
   const srv = Bun.listen<{ d: SD }>({ hostname: "127.0.0.1", port: 0, socket: {
     open(s) { const d = new SD(s); s.data = { d }; const t = new tls.TLSSocket(d, { isServer: true, secureContext: ctx } as any); t.on("data", (x: Buffer) => onReq((b) => t.write(b), x)); t.on("error", () => {}); },

@@ -1,7 +1,7 @@
 /**
  * @module Which server-side TLS termination is cheapest for a cache hit (DESIGN "verified facts": the question for the
  * benchmark): server CPU µs per keep-alive request for each variant, two alternating rounds, one JSON line each.
- * Run: `bun bench/micro/hit-tls.bench.ts [size=1024] [requests=20000] [native,duplex,net,tlsserver,duplexb]`.
+ * Run: `bun bench/micro/hit-tls.bench.ts [size=1024] [requests=20000] [native,upgrade,duplex,net,tlsserver,duplexb]`.
  */
 import { join } from "node:path";
 import { makeTestPki } from "../../test/peers/test-ca";
@@ -18,7 +18,7 @@ for (const round of [1, 2]) for (const v of variants) {
   await Bun.spawn([process.execPath, join(import.meta.dir, "hit-tls-client.ts"), String(port), pki.caPath, "2000", "50", size]).exited;
   p.stdin.write("reset\n"); p.stdin.flush();
   await Bun.sleep(50);
-  const c = Bun.spawn([process.execPath, join(import.meta.dir, "hit-tls-client.ts"), String(port), pki.caPath, String(N), "50", size], { stdout: "pipe" });
+  const c = Bun.spawn([process.execPath, join(import.meta.dir, "hit-tls-client.ts"), String(port), pki.caPath, String(N), process.env.CONC ?? "50", size], { stdout: "pipe" });
   const out = JSON.parse(await new Response(c.stdout).text());
   p.stdin.write("cpu\n"); p.stdin.flush();
   const { cpuMs } = JSON.parse(await line());

@@ -6,7 +6,6 @@
  * `cache-request.ts`'s business; intercept.ts passes it in as `handle` so framing never imports the story it
  * serves (the story's helpers import these types: an import the other way would be a circle).
  */
-import type { Duplex } from "node:stream";
 import { ProxyError, statusFor } from "../core/errors";
 import { type Headers, type RequestHead, NEED_MORE, getHeader, parseRequestHead } from "../core/http1/head";
 import { onTlsEstablished } from "../core/conn-session";
@@ -88,6 +87,22 @@ export type RequestBody = {
   readonly bytes: number;
 };
 
+/**
+ * What the session reads and writes: a node Duplex (node:tls over the Duplex path, or the socket stream itself for
+ * plain http) or intercept.ts's NativeTlsIo (Bun's native TLS socket) — the few members used here.
+ */
+export interface SessionIo {
+  on(ev: string, f: (...a: any[]) => void): unknown;
+  once(ev: string, f: (...a: any[]) => void): unknown;
+  write(b: Uint8Array): boolean;
+  end(): unknown;
+  pause(): unknown;
+  resume(): unknown;
+  destroy(): unknown;
+  readonly writableNeedDrain: boolean;
+  readonly writableLength: number;
+}
+
 export type RequestHandler = (rt: WorkerRuntime, inc: IncomingRequest, res: Responder, body: RequestBody) => Promise<void>;
 
 export class HttpSession {
@@ -108,12 +123,12 @@ export class HttpSession {
 
   constructor(
     readonly rt: WorkerRuntime,
-    readonly io: Duplex,
+    readonly io: SessionIo,
     readonly conn: ClientConn,
     readonly scheme: "https" | "http",
     readonly connectTarget: Target | null,
     /** the socket's own stream under TLS: node:tls does not pass its back-pressure up, so we watch it too */
-    readonly raw: Duplex,
+    readonly raw: SessionIo,
     readonly handle: RequestHandler,
   ) {
     if (raw !== io) raw.on("drain", () => this.flushDrainWaiters());

@@ -1,17 +1,22 @@
 /**
  * @module TLS termination on the cache port: nothing else knows how it is done (STYLE module map).
- * `upgradeTLS` is client-side only in Bun (DESIGN "verified facts"), so the accepted Bun socket is wrapped in a
- * small stream.Duplex and handed to node:tls `TLSSocket({ isServer: true })`. Leaves are minted per CONNECT host
+ * Leaves are minted per CONNECT host
  * by the active CA, with one P-256 key pair per worker, cached in memory (LeafCache) and on disk, and concurrent
  * first handshakes for one host mint once. The state (active CA, leaves, contexts, mint count) is `rt.tls`; the CA
  * is activated by `applyCacheMode` (cache-request.ts), which this file must not import (it would be a circle).
  *
- * Why not Bun's native TLS server (half the CPU per hit, `bun bench/micro/hit-tls.bench.ts`: 15 vs 31 µs per 1 KiB
- * request): leaves are minted per SNI name on first sight, and Bun 1.4.5 has no way to add a certificate to a native
- * listener at run time — `Bun.listen({ tls: [..] })` throws "TLSOptions must be an object" (an SNI array is refused),
- * and `Bun.serve` takes an array but has no `addServerName` (its prototype: address, closeIdleConnections, fetch,
- * reload, …; a second SNI name gets the first name's certificate — `openssl s_client -servername b.test`, measured
- * 2026-12-02). Layer 1 also peeks the ClientHello (legacy versions, the SNI policy) before any handshake.
+ * Two ways to terminate, the same HTTP session above both:
+ * - **native** (`NativeTlsIo`): the accepted Bun socket is upgraded in place with `socket.upgradeTLS`, which acts as
+ *   the TLS server on an accepted socket (DESIGN's "client-side only" was wrong: `bun bench/micro/tls-upgrade-probe.ts`, 2026-12-02:
+ *   curl's request through a CONNECT and the upgraded socket was answered). Server CPU per request, same
+ *   run (`bun bench/micro/hit-tls.bench.ts 1024 20000 native,upgrade,duplex` and `2097152 1000`): 1 KiB keep-alive
+ *   12.6 µs upgraded vs 12.5 Bun.listen({tls}) vs 22.3 the Duplex; 2 MiB 0.93–1.0 ms vs 1.6–2.0 ms; a full
+ *   handshake with one request (`CONC=1000 … 1024 1000`) 415–424 µs vs 543–563 µs. Taken when this worker holds
+ *   the host's secure context and nothing came after the CONNECT head (`upgradeNatively`); the ciphertext bytes for
+ *   the connection's log line come from the kernel (tcp-bytes.ts).
+ * - **Duplex**: the socket wrapped in a small stream.Duplex under node:tls `TLSSocket({ isServer: true })` — for a
+ *   host's first connection in a worker (its leaf is minted or read from disk while the agent waits) and a
+ *   ClientHello sent before our 200 (bytes already read cannot be handed to the native TLS layer).
  *
  * `interceptConnection` is layer 1's hand-off: it installs the conn's `intercept` handle and starts the HTTP/1.1
  * session, whose requests go to `onCacheRequest` (cache-request.ts).
@@ -27,8 +32,9 @@ import { mintLeaf } from "../core/certs";
 import type { Leaf } from "../core/cert-cache";
 import type { MinTls } from "../core/config";
 import type { ClientConn, TlsState, WorkerRuntime } from "./runtime";
-import { flushPending, writeOrPend } from "./pipe";
-import { HttpSession } from "./http-session";
+import { type Outbox, flushPending, writeOrPend } from "./pipe";
+import { tcpBytesWritten } from "./tcp-bytes";
+import { HttpSession, type SessionIo } from "./http-session";
 import { onCacheRequest } from "./cache-request";
 import { log } from "../log";
 
@@ -157,6 +163,177 @@ export async function contextFor(st: TlsState, host: string): Promise<tls.Secure
   return ctx;
 }
 
+/**
+ * An intercepted connection whose TLS runs in Bun's native socket (`upgradeTLS`): the HTTP session's `SessionIo`
+ * over the upgraded socket, with no node stream in between. Writes go through pipe.ts's `writeOrPend` into this
+ * object's own Outbox (the raw socket's stays the conn's); the bytes towards the agent are taken from the kernel
+ * just before the socket closes (`settle`), since only it sees the ciphertext.
+ */
+export class NativeTlsIo implements SessionIo, Outbox {
+  pending: Uint8Array | null = null;
+  /** plaintext bytes the TLS socket took (the fallback for the log line when the kernel cannot say) */
+  bytesOut = 0;
+  tls: Socket<NativeTlsIo> | null = null;
+  #listeners = new Map<string, ((...a: any[]) => void)[]>();
+  #ending = false;
+  #closed = false;
+  #settled = false;
+  #fd = -1;
+  /** the conn's bytesOut before the upgrade (the 200 to the CONNECT): the fallback adds the plaintext to it */
+  readonly #rawBytesOut: number;
+
+  constructor(
+    readonly sock: Socket<ClientConn>,
+    readonly now: () => number,
+  ) {
+    this.#rawBytesOut = sock.data.bytesOut;
+    this.#fd = (sock as unknown as { fd?: number }).fd ?? -1;
+  }
+
+  on(ev: string, f: (...a: any[]) => void): this {
+    const l = this.#listeners.get(ev);
+    if (l) l.push(f);
+    else this.#listeners.set(ev, [f]);
+    return this;
+  }
+  once(ev: string, f: (...a: any[]) => void): this {
+    const w = (...a: any[]) => {
+      const l = this.#listeners.get(ev);
+      if (l) l.splice(l.indexOf(w), 1);
+      f(...a);
+    };
+    return this.on(ev, w);
+  }
+  emit(ev: string, ...a: unknown[]): void {
+    const l = this.#listeners.get(ev);
+    if (!l) return;
+    for (const f of l.length === 1 ? l : [...l]) (f as (...x: unknown[]) => void)(...a);
+  }
+
+  get writableNeedDrain(): boolean {
+    return this.pending !== null;
+  }
+  get writableLength(): number {
+    return this.pending?.byteLength ?? 0;
+  }
+
+  write(b: Uint8Array): boolean {
+    const t = this.tls;
+    if (t === null || this.#closed) return false;
+    // A long download is activity too: the idle sweep must not cut an agent that only reads.
+    this.sock.data.lastActive = this.now();
+    return writeOrPend(t, this, b);
+  }
+  /** the TLS socket's drain: flush, then let the session's writers go on (and finish an end that waited) */
+  onDrain(): void {
+    if (!this.tls || !flushPending(this.tls, this)) return;
+    if (this.#ending) return this.#close(false);
+    this.emit("drain");
+  }
+  end(): void {
+    if (this.#ending) return;
+    this.#ending = true;
+    if (this.pending === null) this.#close(false);
+  }
+  destroy(): void {
+    this.#ending = true;
+    this.#close(false);
+  }
+  /** cut at once (a deadline, shutdown's end of grace): no close_notify */
+  abort(): void {
+    this.#ending = true;
+    this.#close(true);
+  }
+  pause(): void {
+    this.tls?.pause();
+  }
+  resume(): void {
+    this.tls?.resume();
+  }
+
+  /** close_notify and FIN, then the kernel's count, then the socket goes (its close handlers run after close(2)) */
+  #close(abort: boolean): void {
+    const t = this.tls;
+    if (t === null || this.#closed) return;
+    this.#closed = true;
+    if (!abort) t.shutdown();
+    this.settle();
+    if (abort) t.terminate();
+    else t.end();
+  }
+
+  /** Put the bytes the agent received into the conn's count, once, while the fd is open (tcp-bytes.ts). */
+  settle(): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    // the socket's own fd now: -1 once closed, so a number another socket has since been given is never asked
+    const live = (this.tls as unknown as { fd?: number } | null)?.fd ?? -1;
+    const n = live === this.#fd ? tcpBytesWritten(live) : null;
+    this.sock.data.bytesOut = n ?? this.#rawBytesOut + this.bytesOut;
+  }
+}
+
+/** One handler set for every natively upgraded socket (its data is the NativeTlsIo). */
+const NATIVE_HANDLERS = {
+  open() {},
+  handshake(s: Socket<NativeTlsIo>) {
+    s.data.emit("secure");
+  },
+  data(s: Socket<NativeTlsIo>, d: Uint8Array) {
+    s.data.emit("data", d);
+  },
+  drain(s: Socket<NativeTlsIo>) {
+    s.data.onDrain();
+  },
+  end(s: Socket<NativeTlsIo>) {
+    s.data.emit("end"); // the session closes (now, or after its answer): #close counts the bytes with our close_notify
+  },
+  close(s: Socket<NativeTlsIo>) {
+    s.data.emit("close");
+  },
+  error(s: Socket<NativeTlsIo>) {
+    s.data.emit("error", new Error("tls error"));
+  },
+};
+
+/** ALPN in its wire form (RFC 7301 §3.1: length-prefixed names), as Bun's native options want it */
+const ALPN_HTTP11 = new Uint8Array([8, ...new TextEncoder().encode("http/1.1")]);
+/** Native options per secure context (the same object each time). */
+const nativeOptions = new WeakMap<tls.SecureContext, { secureContext: unknown; ALPNProtocols: Uint8Array }>();
+
+let nativeRefusedLogged = false;
+
+/**
+ * Terminate natively when it can (see the module note): this worker holds the host's secure context and nothing
+ * came after the CONNECT head. The native socket takes the very SSL context node:tls uses (`SecureContext.context`:
+ * Bun's upgradeTLS refuses the node wrapper itself, "must be of type SecureContext"), so both paths share its
+ * certificate chain, `min_tls` (TLS 1.0 agents included: `openssl s_client -tls1 -cipher DEFAULT:@SECLEVEL=0`
+ * negotiated ECDHE-ECDSA-AES256-SHA through it) and session tickets — a session from the host's first
+ * connection, which took the Duplex path, resumes on the native ones (test/e2e/tls-resumption.test.ts).
+ */
+function upgradeNatively(rt: WorkerRuntime, sock: Socket<ClientConn>, early: Uint8Array | null, host: string): NativeTlsIo | null {
+  if (early && early.byteLength) return null;
+  const ctx = rt.tls.contexts.get(host);
+  const inner = (ctx as { context?: unknown } | undefined)?.context;
+  if (ctx === undefined || inner === undefined) return null;
+  let opts = nativeOptions.get(ctx);
+  if (opts === undefined) {
+    opts = { secureContext: inner, ALPNProtocols: ALPN_HTTP11 };
+    nativeOptions.set(ctx, opts);
+  }
+  const io = new NativeTlsIo(sock, rt.now);
+  try {
+    const [, t] = sock.upgradeTLS<NativeTlsIo>({ data: io, tls: opts, socket: NATIVE_HANDLERS } as unknown as Parameters<typeof sock.upgradeTLS<NativeTlsIo>>[0]);
+    io.tls = t;
+  } catch (e) {
+    // refused before anything changed (the options are checked first): the Duplex path serves this connection
+    if (!nativeRefusedLogged) log("warn", "native TLS upgrade refused; using node:tls", { host, error: (e as Error).message });
+    nativeRefusedLogged = true;
+    return null;
+  }
+  return io;
+}
+
 /** Wrap the accepted socket and act as the TLS server for `host`. */
 export function terminateTls(duplex: SocketDuplex, ctx: tls.SecureContext): tls.TLSSocket {
   return new tls.TLSSocket(duplex, {
@@ -173,6 +350,15 @@ export function terminateTls(duplex: SocketDuplex, ctx: tls.SecureContext): tls.
  */
 export function interceptConnection(rt: WorkerRuntime, sock: Socket<ClientConn>, early: Uint8Array | null): void {
   const c = sock.data;
+  if (c.verdict !== null && c.target !== null) {
+    const io = upgradeNatively(rt, sock, early, c.target.host);
+    if (io) {
+      // the raw socket's handlers still run (ciphertext in, its close): only its close matters to us
+      c.intercept = { onData: () => {}, onDrain: () => {}, onEnd: () => {}, destroy: () => io.destroy(), close: (how) => (how === "abort" ? io.abort() : io.destroy()) };
+      new HttpSession(rt, io, c, "https", c.target, io, onCacheRequest);
+      return;
+    }
+  }
   const duplex = new SocketDuplex(sock, rt.now);
   c.intercept = {
     onData: (b) => duplex.onData(b),

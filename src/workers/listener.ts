@@ -167,7 +167,9 @@ function close(sock: Socket<ClientConn>, how: "linger" | "end" | "abort") {
   }
   const peer = c.peer;
   if (peer && !peer.data.closed) how === "abort" ? peer.terminate() : peer.end();
-  if (!c.closed) how === "abort" ? sock.terminate() : sock.end();
+  if (c.closed) return;
+  if (c.state === "intercept" && c.intercept?.close) return c.intercept.close(how);
+  how === "abort" ? sock.terminate() : sock.end();
 }
 
 async function dial(shell: Shell, sock: Socket<ClientConn>, target: Target) {

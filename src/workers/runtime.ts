@@ -101,6 +101,10 @@ export type InterceptHandle = {
   onDrain(): void;
   onEnd(): void;
   destroy(): void;
+  /** close the connection (the listener's close command): set when the raw socket can no longer do it itself —
+   * after Bun's `upgradeTLS` the accepted handle's end() and terminate() do nothing (measured 2026-12-02: a CONNECT
+   * client saw its connection close only when the upgraded socket was ended) */
+  close?(how: "end" | "abort"): void;
 };
 
 /**
