@@ -155,11 +155,22 @@ export async function startSupervisor(opts: { config: Config; configPath: string
   const logPath = join(dataDir, "logs", "agate.log");
   const ring: string[] = [];
   let pendingFile: string[] = [];
+  // The ring may hold up to twice LOG_RING before it is cut back (one splice per LOG_RING lines, not a 5,000-slot
+  // move per line); readers get the last LOG_RING.
+  const keep = (line: string) => {
+    ring.push(line);
+    if (ring.length > 2 * LOG_RING) ring.splice(0, ring.length - LOG_RING);
+    pendingFile.push(line);
+  };
   const writeLine = (line: string) => {
     process.stdout.write(line + "\n");
-    ring.push(line);
-    if (ring.length > LOG_RING) ring.splice(0, ring.length - LOG_RING);
-    pendingFile.push(line);
+    keep(line);
+  };
+  /** a worker's batch: one stdout write for all of its lines */
+  const writeLines = (lines: string[]) => {
+    if (lines.length === 0) return;
+    process.stdout.write(lines.join("\n") + "\n");
+    for (const l of lines) keep(l);
   };
   const flushFile = () => {
     if (!pendingFile.length) return;
@@ -218,7 +229,7 @@ export async function startSupervisor(opts: { config: Config; configPath: string
         return;
       }
       case "log":
-        for (const l of m.lines) writeLine(l);
+        writeLines(m.lines);
         return;
       case "drained":
       case "config-applied": // the pool keeps the acks (pool.confirm)
@@ -361,7 +372,7 @@ export async function startSupervisor(opts: { config: Config; configPath: string
         cache_objects: config.cache.enabled ? topObjects(cacheDir(config)) : [],
       };
     },
-    recentLogs: () => ring.slice(),
+    recentLogs: () => ring.slice(-LOG_RING),
     async reloadFromFile() {
       try {
         const next = loadLayered(configPath).config; // the file, and the admin API's overlay on top

@@ -280,7 +280,8 @@ const NATIVE_HANDLERS = {
     s.data.emit("secure");
   },
   data(s: Socket<NativeTlsIo>, d: Uint8Array) {
-    s.data.emit("data", d);
+    // Bun may reuse its read buffer after the handler returns, and a request body's bytes can be held downstream
+    s.data.emit("data", d.slice());
   },
   drain(s: Socket<NativeTlsIo>) {
     s.data.onDrain();
