@@ -40,14 +40,14 @@ import { forward } from "./forward";
 import { OriginPool } from "./origin-client";
 import { log } from "../log";
 import { countHostPhase } from "./cache-hosts";
-import { peerOriginsFor, takePeerAsk } from "./peer-fill";
+import { type PeerOrigins, peerOriginsFor, takePeerAsk } from "./peer-fill";
 
 /** Lookups of one request before it gives up on the cache and goes straight to the origin. */
 const MAX_ATTEMPTS = 3;
 
 /** What the access line and the Cache-Status field (RFC 9211) say about the cache, filled in as the story goes.
  * `rule`: the policy rule that refused the request (as conn-session's "refused" line names it), also its reason. */
-type Access = { phase: CachePhase; reason: CacheReason | PolicyRule | null; cs: CacheStatus; rule?: PolicyRule; error?: string; peerAsked?: boolean };
+type Access = { phase: CachePhase; reason: CacheReason | PolicyRule | null; cs: CacheStatus; rule?: PolicyRule; error?: string; peerAsked?: boolean; peer?: PeerOrigins };
 
 /** A plain request the policy refused: the code chooses the status, `rule` goes to the access line (STYLE §9). */
 class Refusal extends ProxyError {
@@ -135,6 +135,7 @@ export async function onCacheRequest(rt: WorkerRuntime, inc: IncomingRequest, ag
       bytesIn: inc.head.headBytes + body.bytes,
       bytesOut: res.bytesOut,
       ms: rt.now() - started,
+      ...a.peer?.logFields, // share_cache: the key's owner this gateway's fill asked, and what came of it (peer-fill.ts)
     });
     if (req !== null) countHostPhase(rt, req.target.host, a.phase); // hit ratio by host (issue 9), as the line says
   }
@@ -227,6 +228,7 @@ async function answer(rt: WorkerRuntime, req: HttpRequest, res: Responder, body:
         const peer = peerOriginsFor(rt, req, pkey, a.peerAsked === true); // share_cache: the key's owner, when a live peer
         const c = claimOrWait(store, pkey, (fill) => void runFill(rt, store, fill, req, stale, validators, d, note, peer ?? undefined), stale === null);
         if (!c.ok) continue; // stored between our lookup and our claim: look again
+        if (c.filler && peer) a.peer = peer;
         if (c.filler) counters.misses++;
         else counters.collapsed++;
         cs.collapsed = !c.filler;

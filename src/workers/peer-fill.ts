@@ -126,6 +126,9 @@ export class PeerOrigins implements Origins {
   private own: PeerVia | null = null;
   /** the next owner, asked after this one failed (one hop: the next one's failure goes to the origin) */
   private next: PeerOrigins | null = null;
+  /** a request went to this peer (start ran); the runner-up asked for a copy had none */
+  private started = false;
+  private copyMiss = false;
 
   constructor(
     private rt: WorkerRuntime,
@@ -142,12 +145,23 @@ export class PeerOrigins implements Origins {
     return this.own;
   }
 
+  /**
+   * The access line's peer fields (docs/ADMIN.md), null when no request went to a peer (a joiner of a collapsed fill):
+   * `peer`, the `[fleet] peers` entry asked first; `peerVia`, what came of it — the Cache-Status detail (`peer`,
+   * `peer-fallback`, `peer-copy`) or `peer-copy-miss` (the runner-up had no copy: an origin fill); `peerNext`, the
+   * owner asked after the first one was given up (then `peerVia` says whether it answered: `peer`, or the origin did).
+   */
+  get logFields(): { peer: string; peerVia: PeerVia | "peer-copy-miss" | null; peerNext?: string } | null {
+    if (!this.started) return null;
+    return { peer: this.owner.peer, peerVia: this.via ?? (this.copyMiss ? "peer-copy-miss" : null), peerNext: this.next?.owner.peer };
+  }
   get reuses() {
     return this.rt.origins.reuses;
   }
   close() {}
 
   async start(req: OriginRequest, sink: ResponseSink, env: OriginEnv): Promise<ExchangeHandle> {
+    this.started = true;
     const handle = new SwitchHandle();
     let fallen = false;
     let peerHandle: ExchangeHandle | null = null;
@@ -155,8 +169,10 @@ export class PeerOrigins implements Origins {
       if (fallen || this.own !== null) return;
       fallen = true;
       peerHandle?.abort();
-      if (this.mode === "copy") count(this.rt, "peer_copy_misses"); // the runner-up has no copy: an ordinary first download
-      else {
+      if (this.mode === "copy") {
+        this.copyMiss = true;
+        count(this.rt, "peer_copy_misses"); // the runner-up has no copy: an ordinary first download
+      } else {
         this.own = "peer-fallback";
         count(this.rt, "peer_fallbacks");
         // Before the heartbeats call the owner offline, ask the owner every gateway picks without it (one download

@@ -111,7 +111,9 @@ describe("a customer chain assigned to several gateways at once", () => {
     const body: any = await r.json();
     expect({ status: r.status, summary: body.summary }).toEqual({ status: 200, summary: "3 applied" });
     // "applied" means every receiver's worker threads confirmed the new CA (supervisor/pool.ts confirm): the very
-    // first handshake after the answer, on each gateway at once, is already issued by the new chain — no wait
+    // first handshake after the answer, on each gateway at once, is already issued by the new chain — no wait.
+    // (A worker switches before its next connection anyway, with 1 worker or 2: this passes without the wait too.
+    // What proves the wait for every worker is test/unit/pool-confirm.test.ts.)
     const outs = await Promise.all(gws.map((g) => curl(["-x", `http://127.0.0.1:${g.ports.cache}`, "--cacert", chain.root, "-v", origin.url(HOST, "/leaf")])));
     for (const [i, g] of gws.entries()) {
       const out = outs[i]!;
