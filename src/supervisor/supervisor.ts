@@ -12,7 +12,8 @@ import { ConfigError } from "../core/errors";
 import { countCache } from "../core/cache-counts";
 import { BucketSeries, UniqueWindow } from "../core/stats-window";
 import { Pool } from "./pool";
-import { type WorkerCounters, type WorkerToSupervisor, emptyCounters } from "../workers/protocol";
+import { STORE_WRITES_SLOT, type WorkerCounters, type WorkerToSupervisor, emptyCounters } from "../workers/protocol";
+import { shareWriteCount } from "../store/cache/index-db";
 import { log, setLogSink } from "../log";
 import type { AdminDeps, HealthReport, ServicePorts } from "../admin/deps";
 import { loadActiveCa, type CaPems } from "../store/ca-store";
@@ -267,6 +268,8 @@ export async function startSupervisor(opts: { config: Config; configPath: string
     st.close();
   }
   const pool = new Pool(config, ports, ca, workerCount, { onMessage, onExit });
+  // this thread's index writes (purge, usage reports, recovery on a config change) count where the workers look
+  shareWriteCount(pool.adm, STORE_WRITES_SLOT);
   // Health that means "can serve agents" (core/health.ts): the facts, the platform link, maintenance.
   const healthMon = new HealthMonitor({ dataDir, workerCount, pool, getConfig: () => config, getCa: () => ca, isDraining: () => draining, getPatchRefused: () => patchRefused });
   const cacheOps: CacheOps = makeCacheOps({ config: () => config, pool });

@@ -89,4 +89,6 @@ export const ADMISSION_SLOTS = 1 + 256;
  * cut at the disk's end); the worker that finds space again clears it.
  */
 export const NO_SPACE_SLOT = ADMISSION_SLOTS;
-export const SHARED_SLOTS = ADMISSION_SLOTS + 1;
+/** The count of index write transactions in the process, bumped after each COMMIT (store/cache/index-db.ts `shareWriteCount`). */
+export const STORE_WRITES_SLOT = ADMISSION_SLOTS + 1;
+export const SHARED_SLOTS = ADMISSION_SLOTS + 2;

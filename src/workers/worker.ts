@@ -6,7 +6,8 @@
  */
 import type { TCPSocketListener } from "bun";
 import hyperid from "hyperid";
-import { type SupervisorToWorker, type WorkerToSupervisor, decode, emptyCounters, encode } from "./protocol";
+import { STORE_WRITES_SLOT, type SupervisorToWorker, type WorkerToSupervisor, decode, emptyCounters, encode } from "./protocol";
+import { shareWriteCount } from "../store/cache/index-db";
 import { makeListener, type Listener } from "./listener";
 import type { ClientConn, WorkerRuntime } from "./runtime";
 import { log, setLogSink } from "../log";
@@ -136,6 +137,7 @@ self.onmessage = async (ev: MessageEvent) => {
   switch (m.t) {
     case "init": {
       rt = makeRuntime(m, admission);
+      shareWriteCount(rt.admission, STORE_WRITES_SLOT); // before any store opens: hits see every write in the process
       listener = makeListener(rt);
       try {
         await applyCache(m.config, m.ca);

@@ -280,6 +280,24 @@ export type IndexDbOptions = {
 };
 
 /** One connection to `<dir>/index.db` with its statements. One per thread (bun:sqlite handles are not shareable). */
+/**
+ * The process-wide count of index write transactions, in a slot of the supervisor's SharedArrayBuffer
+ * (workers/protocol.ts STORE_WRITES_SLOT). The supervisor thread and every worker thread register it at start, and
+ * each write transaction bumps it after its COMMIT, so a hit can tell "nothing in this process wrote to any index
+ * since my memo was read" with one atomic load. It replaces `PRAGMA data_version` on every hit: that query took a
+ * read lock on the WAL's shm file (two fcntl calls) under SQLite's per-file mutex, which both workers contend for —
+ * measured on 1 KiB keep-alive hits (`strace -f -c -p <gateway>` during `bench/e2e/savings.ts`): 1.8 fcntl and 0.9
+ * futex calls per hit, most futex calls `FUTEX_WAIT_PRIVATE, 2` (a contended lock) on the worker threads.
+ * Writers outside the process (none in normal operation: one gateway owns its data_dir) are still seen through
+ * `dataVersion`, which the store asks at most every OUTSIDE_WRITES_CHECK_MS when the count is shared (store.ts).
+ */
+let sharedWrites: { counts: Int32Array; slot: number } | null = null;
+
+/** Register (or with null, drop) this thread's view of the process-wide write count; see `sharedWrites`. */
+export function shareWriteCount(counts: Int32Array | null, slot: number): void {
+  sharedWrites = counts === null ? null : { counts, slot };
+}
+
 export class IndexDb {
   readonly db: Database;
   readonly q: Statements;
@@ -308,6 +326,20 @@ export class IndexDb {
 
   /** write transactions this connection ran (committed or not): with `dataVersion`, when a lookup memo must go */
   localWrites = 0;
+
+  /** A write on this connection: counted here and, when this thread shares the process-wide count, there too. */
+  noteWrite(): void {
+    this.localWrites++;
+    if (sharedWrites !== null) Atomics.add(sharedWrites.counts, sharedWrites.slot, 1);
+  }
+
+  /**
+   * Every index write in this process so far (all stores, all threads that called `shareWriteCount`), or null when
+   * this thread does not share the count and must ask SQLite (`dataVersion`) on every lookup.
+   */
+  processWrites(): number | null {
+    return sharedWrites === null ? null : Atomics.load(sharedWrites.counts, sharedWrites.slot);
+  }
   #dataVersion: Statement<{ data_version: number }, []> | null = null;
 
   /**
@@ -326,7 +358,7 @@ export class IndexDb {
     try {
       return this.db.transaction(fn).immediate();
     } finally {
-      this.localWrites++;
+      this.noteWrite();
     }
   }
 

@@ -111,6 +111,11 @@ const DEFAULTS = {
 const FINISHED_FILL_TTL_MS = 10 * 60_000;
 /** primary keys whose variants a Store keeps in its lookup memo (hot manifests; a miss costs one SELECT) */
 const MEMO_KEYS = 4096;
+/**
+ * With the process-wide write count shared (index-db.ts `shareWriteCount`), how often a lookup still asks SQLite
+ * whether a connection outside the process wrote: such a write is seen within this long.
+ */
+const OUTSIDE_WRITES_CHECK_MS = 250;
 /** victims deleted per eviction transaction (the write lock is released between batches) */
 const EVICT_BATCH = 256;
 
@@ -138,6 +143,8 @@ export class Store {
   #memo = new Map<string, Entry[]>();
   #memoMark = -1;
   #memoWrites = -1;
+  /** when `#memoMark` was last read from SQLite (only while the process-wide write count is shared) */
+  #markAt = -Infinity;
   #touches = new Map<string, { pkey: string; vkey: string; hits: number; bytes: number; last: number }>();
   #flushTimer: ReturnType<typeof setTimeout> | null = null;
   #closed = false;
@@ -208,11 +215,23 @@ export class Store {
    */
   #variants(pkey: string): Entry[] {
     const db = this.#db;
-    const mark = db.dataVersion();
-    if (mark !== this.#memoMark || db.localWrites !== this.#memoWrites) {
+    // In-process writes (any worker, the supervisor): the shared count, exact. Writes from outside the process:
+    // SQLite's data_version, asked at most every OUTSIDE_WRITES_CHECK_MS then (on every lookup when not shared).
+    const shared = db.processWrites();
+    const writes = shared ?? db.localWrites;
+    let mark = this.#memoMark;
+    if (shared === null) mark = db.dataVersion();
+    else {
+      const now = this.#o.clock();
+      if (!(now - this.#markAt < OUTSIDE_WRITES_CHECK_MS && now >= this.#markAt)) {
+        mark = db.dataVersion();
+        this.#markAt = now;
+      }
+    }
+    if (mark !== this.#memoMark || writes !== this.#memoWrites) {
       this.#memo.clear();
       this.#memoMark = mark;
-      this.#memoWrites = db.localWrites;
+      this.#memoWrites = writes;
     }
     const hit = this.#memo.get(pkey);
     if (hit !== undefined) return hit;
@@ -299,7 +318,7 @@ export class Store {
   /** After a 304 (RFC 9111 §4.3.4): new stored headers and times, same body. False if the entry is gone or replaced. */
   updateHeaders(entry: Entry, headers: Headers, requestTime: number, responseTime: number): boolean {
     this.#open();
-    this.#db.localWrites++; // the memo must not keep the old headers (run outside writeTx)
+    this.#db.noteWrite(); // the memo must not keep the old headers (run outside writeTx)
     const r = this.#db.q.updateHeaders.run(
       JSON.stringify(headers),
       requestTime,
