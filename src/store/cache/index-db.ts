@@ -457,3 +457,41 @@ export function toEntry(dir: string, row: LookupRow, reqHeaders: Headers): Entry
     sha256: row.sha256,
   };
 }
+
+/**
+ * With the process-wide write count shared (`shareWriteCount`), how often `IndexChanges` still asks SQLite whether a
+ * connection outside the process wrote: such a write is seen within this long.
+ */
+const OUTSIDE_WRITES_CHECK_MS = 250;
+
+/**
+ * Whether an index may have changed since the last time it was asked (a lookup memo's validity, store.ts
+ * `#variants`): writes in this process (any worker, the supervisor) through the shared count, exactly; writes from
+ * outside the process through `PRAGMA data_version`, asked at most every OUTSIDE_WRITES_CHECK_MS then. A thread that
+ * shares no count asks data_version every time and adds this connection's own `localWrites`.
+ */
+export class IndexChanges {
+  #mark = -1;
+  #writes = -1;
+  #markAt = -Infinity;
+  constructor(
+    private readonly db: IndexDb,
+    private readonly clock: () => number,
+  ) {}
+
+  /** True when something may have changed since the last call (the first call says true). */
+  since(): boolean {
+    const shared = this.db.processWrites();
+    const writes = shared ?? this.db.localWrites;
+    let mark = this.#mark;
+    const now = shared === null ? 0 : this.clock();
+    if (shared === null || !(now - this.#markAt < OUTSIDE_WRITES_CHECK_MS && now >= this.#markAt)) {
+      mark = this.db.dataVersion();
+      this.#markAt = now;
+    }
+    if (mark === this.#mark && writes === this.#writes) return false;
+    this.#mark = mark;
+    this.#writes = writes;
+    return true;
+  }
+}

@@ -34,7 +34,7 @@ import { blobRelPath, blobStamp, cleanTmp, ensureBlobDirs, listBlobs, openBlobWr
 import { closeQuiet, FillWriter, LocalFill, type Replaced, unlinkQuiet } from "./fill-local";
 import { RemoteFill } from "./fill-remote";
 import { type FillCtx, FillTail } from "./fill-tail";
-import { type Entry, type FillRow, IndexDb, toEntry } from "./index-db";
+import { type Entry, type FillRow, IndexChanges, IndexDb, toEntry } from "./index-db";
 
 export type { Headers };
 export type { Entry } from "./index-db";
@@ -111,11 +111,6 @@ const DEFAULTS = {
 const FINISHED_FILL_TTL_MS = 10 * 60_000;
 /** primary keys whose variants a Store keeps in its lookup memo (hot manifests; a miss costs one SELECT) */
 const MEMO_KEYS = 4096;
-/**
- * With the process-wide write count shared (index-db.ts `shareWriteCount`), how often a lookup still asks SQLite
- * whether a connection outside the process wrote: such a write is seen within this long.
- */
-const OUTSIDE_WRITES_CHECK_MS = 250;
 /** victims deleted per eviction transaction (the write lock is released between batches) */
 const EVICT_BATCH = 256;
 
@@ -141,10 +136,7 @@ export class Store {
   #maps = new Map<string, { bytes: Uint8Array; stamp: string | null }>();
   /** pkey → its entries as last read from the index, valid while the index is unchanged (see `#variants`) */
   #memo = new Map<string, Entry[]>();
-  #memoMark = -1;
-  #memoWrites = -1;
-  /** when `#memoMark` was last read from SQLite (only while the process-wide write count is shared) */
-  #markAt = -Infinity;
+  #changes: IndexChanges;
   #touches = new Map<string, { pkey: string; vkey: string; hits: number; bytes: number; last: number }>();
   #flushTimer: ReturnType<typeof setTimeout> | null = null;
   #closed = false;
@@ -161,6 +153,7 @@ export class Store {
     this.#db = db;
     this.#o = o;
     this.#ctx = { dir, db, q: db.q, o, now: o.clock, releaseBlob: (rel) => this.#releaseBlob(rel) };
+    this.#changes = new IndexChanges(db, o.clock);
   }
 
   /** Open (or create, or migrate) the store in `dir`. Synchronous; throws PX_STORE_SCHEMA for an index it cannot use. */
@@ -210,29 +203,13 @@ export class Store {
    * The stored variants of `pkey`, most recent first (RFC 9111 §4.1: of several matching responses, use the most
    * recent), from this thread's memo while the index has not changed since they were read: no write by this
    * connection (`localWrites`) and none by any other — another worker's fill, refill, 304 freshening, purge,
-   * eviction or touch flush (`PRAGMA data_version`). Any change at all empties the memo, so a hit never answers
+   * eviction or touch flush (index-db.ts `IndexChanges`: the process's shared write count, and `PRAGMA
+   * data_version` for writers outside it). Any change at all empties the memo, so a hit never answers
    * from rows the index no longer holds. Entries are shared by later hits: read-only, like the mapped bodies.
    */
   #variants(pkey: string): Entry[] {
     const db = this.#db;
-    // In-process writes (any worker, the supervisor): the shared count, exact. Writes from outside the process:
-    // SQLite's data_version, asked at most every OUTSIDE_WRITES_CHECK_MS then (on every lookup when not shared).
-    const shared = db.processWrites();
-    const writes = shared ?? db.localWrites;
-    let mark = this.#memoMark;
-    if (shared === null) mark = db.dataVersion();
-    else {
-      const now = this.#o.clock();
-      if (!(now - this.#markAt < OUTSIDE_WRITES_CHECK_MS && now >= this.#markAt)) {
-        mark = db.dataVersion();
-        this.#markAt = now;
-      }
-    }
-    if (mark !== this.#memoMark || writes !== this.#memoWrites) {
-      this.#memo.clear();
-      this.#memoMark = mark;
-      this.#memoWrites = writes;
-    }
+    if (this.#changes.since()) this.#memo.clear();
     const hit = this.#memo.get(pkey);
     if (hit !== undefined) return hit;
     const rows = db.q.entriesByPkey.all(pkey);
