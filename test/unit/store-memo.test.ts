@@ -95,7 +95,6 @@ describe("lookup memo (shared count): a writer outside the process", () => {
     // another process (a raw connection: it does not bump this process's count) deletes the row
     const other = new Database(join(dir, "index.db"));
     try {
-      other.exec("PRAGMA busy_timeout = 2000");
       expect(other.query("DELETE FROM entries").run().changes).toBe(1);
     } finally {
       other.close();

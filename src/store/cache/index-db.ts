@@ -279,7 +279,6 @@ export type IndexDbOptions = {
   busyTimeoutMs?: number;
 };
 
-/** One connection to `<dir>/index.db` with its statements. One per thread (bun:sqlite handles are not shareable). */
 /**
  * The process-wide count of index write transactions, in a slot of the supervisor's SharedArrayBuffer
  * (workers/protocol.ts STORE_WRITES_SLOT). The supervisor thread and every worker thread register it at start, and
@@ -289,7 +288,7 @@ export type IndexDbOptions = {
  * measured on 1 KiB keep-alive hits (`strace -f -c -p <gateway>` during `bench/e2e/savings.ts`): 1.8 fcntl and 0.9
  * futex calls per hit, most futex calls `FUTEX_WAIT_PRIVATE, 2` (a contended lock) on the worker threads.
  * Writers outside the process (none in normal operation: one gateway owns its data_dir) are still seen through
- * `dataVersion`, which the store asks at most every OUTSIDE_WRITES_CHECK_MS when the count is shared (store.ts).
+ * `dataVersion`, which `IndexChanges` (below) asks at most every OUTSIDE_WRITES_CHECK_MS when the count is shared.
  */
 let sharedWrites: { counts: Int32Array; slot: number } | null = null;
 
@@ -298,6 +297,7 @@ export function shareWriteCount(counts: Int32Array | null, slot: number): void {
   sharedWrites = counts === null ? null : { counts, slot };
 }
 
+/** One connection to `<dir>/index.db` with its statements. One per thread (bun:sqlite handles are not shareable). */
 export class IndexDb {
   readonly db: Database;
   readonly q: Statements;
