@@ -35,14 +35,31 @@ export async function waitFor<T>(cond: () => T | Promise<T>, opts: WaitOpts = {}
 
 /**
  * A TCP port on 127.0.0.1 that was free a moment ago, for programs that cannot be told `port: 0`
- * (squid, haproxy, chromium's debugging port). Another process may take it in between; that is rare on
- * loopback and shows up as a clear "address in use" from the program.
+ * (squid, haproxy, chromium's debugging port, gateways that must know each other's ports up front).
+ *
+ * It is picked at random below the kernel's ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`,
+ * 32768–60999 here), not with `port: 0`: a port the kernel hands out for `port: 0` comes from that range, and so
+ * does the local port of every outgoing connection the other test files open meanwhile, which is how CI once saw
+ * "admin.port: port 36937 on 127.0.0.1 is in use by another process" (test/e2e/fleet-steer.test.ts). Below the
+ * range only another test's `freePort` can collide, and a random pick out of ~12,000 makes that rare.
  */
 export function freePort(): number {
-  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const p = l.port;
-  l.stop(true);
-  return p;
+  for (let i = 0; i < 200; i++) {
+    const p = FREE_PORT_LOW + Math.floor(Math.random() * (FREE_PORT_HIGH - FREE_PORT_LOW));
+    if (canBind(p)) return p;
+  }
+  throw new Error(`no free port on 127.0.0.1 in ${FREE_PORT_LOW}–${FREE_PORT_HIGH} after 200 tries`);
+}
+const FREE_PORT_LOW = 20_000;
+const FREE_PORT_HIGH = 32_000;
+function canBind(port: number): boolean {
+  try {
+    const l = Bun.listen({ hostname: "127.0.0.1", port, socket: { data() {} } });
+    l.stop(true);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** What `errorOf` returns when nothing was thrown: a code that fails any comparison with a real one. */

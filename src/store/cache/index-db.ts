@@ -311,8 +311,9 @@ export class IndexDb {
     const db = new Database(path, { create: true, readwrite: true });
     try {
       // busy_timeout first: switching to WAL needs a lock another thread may hold while it does the same.
-      db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(opts.busyTimeoutMs ?? 10_000))}`);
-      const mode = db.query<{ journal_mode: string }, []>("PRAGMA journal_mode = WAL").get()?.journal_mode;
+      const busyMs = Math.max(0, Math.floor(opts.busyTimeoutMs ?? 10_000));
+      db.exec(`PRAGMA busy_timeout = ${busyMs}`);
+      const mode = switchToWal(db, busyMs);
       if (mode !== "wal") throw schemaError(`${path}: could not switch to WAL mode (got ${mode})`);
       db.exec("PRAGMA synchronous = NORMAL");
       db.exec("PRAGMA temp_store = MEMORY");
@@ -383,6 +384,27 @@ export function createV1(db: Database): void {
 const V1_TOTAL_NAMES = ["stored_bytes", "stored_entries", "fetched_bytes", "served_bytes", "hits", "misses", "collapsed", "revalidations"];
 
 /** Create the schema in an empty file (v1, then migrated), migrate an older one, or refuse a newer or foreign one with a clear message. */
+/**
+ * The journal mode after asking for WAL. WAL is kept in the file, so the mode is read first and only a new file is
+ * switched. The switch can fail with SQLITE_BUSY at once, without the busy handler, when another thread switches
+ * the same new file at the same moment (SQLite refuses to wait where waiting could deadlock), so it is retried
+ * until `busyMs` has passed; test/unit/index-db-open.test.ts opens one new file from 6 threads at once.
+ */
+function switchToWal(db: Database, busyMs: number): string | undefined {
+  const end = Date.now() + busyMs;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const now = db.query<{ journal_mode: string }, []>("PRAGMA journal_mode").get()?.journal_mode;
+      if (now === "wal") return now;
+      return db.query<{ journal_mode: string }, []>("PRAGMA journal_mode = WAL").get()?.journal_mode;
+    } catch (e) {
+      const code = (e as { code?: unknown }).code;
+      if (typeof code !== "string" || !code.startsWith("SQLITE_BUSY") || Date.now() >= end) throw e;
+      Bun.sleepSync(Math.min(50, 2 + attempt * 2)); // back off while the other thread finishes its switch
+    }
+  }
+}
+
 function migrate(db: Database, path: string): void {
   db.transaction(() => {
     const tables = db
