@@ -23,7 +23,7 @@ const l = Bun.listen<C>({
         }, data: { c: s } });
         s.data.u = u;
         s.write("HTTP/1.1 200 Connection established\r\n\r\n");
-        if (thread) { u.pause(); const id = nextId++; socks.set(id, { c: s, u }); thread.postMessage({ id, a: s.fd, b: u.fd }); }
+        if (thread) { u.pause(); const id = nextId++; socks.set(id, { c: s, u }); thread.postMessage({ id, a: (s as unknown as { fd: number }).fd, b: (u as unknown as { fd: number }).fd }); }
         else s.resume();
         return;
       }

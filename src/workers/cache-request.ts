@@ -24,7 +24,7 @@ import { parseAuthority } from "../core/connect";
 import { type PolicyRule, decide, decideClient } from "../core/policy";
 import { loadCa, makeLeafKeys } from "../core/certs";
 import { LeafCache } from "../core/cert-cache";
-import { type CacheDefaults, type StoredResponse, CACHE_DEFAULTS, ccOf, currentAge, lifetimeOf } from "../core/cache/freshness";
+import { type CacheDefaults, type StoredResponse, CACHE_DEFAULTS, currentAge, lifetimeOf, storedCc } from "../core/cache/freshness";
 import { type CachePhase, type CacheReason, planLookup, staleIfErrorAllows } from "../core/cache/plan";
 import { type CacheStatus, emptyCacheStatus, formatCacheStatus } from "../core/cache/cache-status";
 import { primaryKey } from "../core/cache/key";
@@ -86,7 +86,7 @@ function withCacheStatus(res: Responder, cs: CacheStatus): Responder {
 }
 
 /** RFC 9211 §2.4 ttl: the stored response's remaining freshness (negative once stale), RFC 9111 §4.2. */
-const ttlOf = (s: StoredResponse, now: number, d: CacheDefaults) => lifetimeOf(s, ccOf(s.headers), d).seconds - currentAge(s, now);
+const ttlOf = (s: StoredResponse, now: number, d: CacheDefaults) => lifetimeOf(s, storedCc(s), d).seconds - currentAge(s, now);
 
 /**
  * One request on the cache port, start to finish. Never throws: every error is answered (`statusFor` picks the

@@ -63,9 +63,19 @@ export function cacheCounters(rt: WorkerRuntime): CacheCounters {
   return (rt.counters.cache ??= zeroCounters()) as CacheCounters;
 }
 
+/**
+ * An entry as the freshness rules see it: one StoredResponse per (read-only) Entry, so what core/cache/freshness.ts
+ * parses from its headers once (`factsOf`) serves every later hit the store's memo answers with the same Entry.
+ */
 export function toStored(e: Entry): StoredResponse {
-  return { status: e.status, headers: e.headers, requestTime: e.requestTime, responseTime: e.responseTime, url: e.url, method: "GET", requestHeaders: e.reqHeaders };
+  let r = STORED.get(e);
+  if (r === undefined) {
+    r = { status: e.status, headers: e.headers, requestTime: e.requestTime, responseTime: e.responseTime, url: e.url, method: "GET", requestHeaders: e.reqHeaders };
+    STORED.set(e, r);
+  }
+  return r;
 }
+const STORED = new WeakMap<Entry, StoredResponse>();
 
 const wireless = (h: Headers) => h.filter(([k]) => !WIRE.has(k.toLowerCase()));
 /** An entry's stored headers without the wire fields, worked out once per entry: the store's lookup memo hands later

@@ -1,7 +1,7 @@
 /** @module Cache keys (src/core/cache/key.ts): primary key normalisation, Vary secondary keys, hashing. */
 import { describe, expect, test } from "bun:test";
 import type { Headers } from "../../src/core/cache/freshness";
-import { hashKey, matchesVary, primaryKey, varyKey } from "../../src/core/cache/key";
+import { hashKey, matchesVary, normaliseUrl, primaryKey, varyKey } from "../../src/core/cache/key";
 import { ProxyError } from "../../src/core/errors";
 
 describe("primaryKey", () => {
@@ -81,5 +81,17 @@ describe("hashKey", () => {
     expect(a).toMatch(/^[0-9a-f]{64}$/);
     expect(await hashKey(primaryKey("HEAD", "https://EXAMPLE.com/a"))).toBe(a);
     expect(await hashKey(primaryKey("GET", "https://example.com/b"))).not.toBe(a);
+  });
+});
+
+describe("normaliseUrl keeps its answers for recent URLs (bounded)", () => {
+  test("the same answer the second time; 10,000 distinct URLs later every one still normalises right", () => {
+    const a = "HTTPS://Dl.Example.COM:443/a/%7euser/b?x=%7E";
+    expect(normaliseUrl(a)).toBe("https://dl.example.com/a/~user/b?x=~");
+    expect(normaliseUrl(a)).toBe("https://dl.example.com/a/~user/b?x=~");
+    for (let i = 0; i < 10_000; i++) expect(normaliseUrl(`https://H${i}.example.com:8443/p/%7e${i}`)).toBe(`https://h${i}.example.com:8443/p/~${i}`);
+    expect(normaliseUrl(a)).toBe("https://dl.example.com/a/~user/b?x=~");
+    expect(() => normaliseUrl("not a url")).toThrow(ProxyError);
+    expect(() => normaliseUrl("not a url")).toThrow(ProxyError);
   });
 });

@@ -11,7 +11,6 @@ import {
   type NoStoreReason,
   type StoredResponse,
   ageHeaderValue,
-  answerConditional,
   currentAge,
   freshnessLifetime,
   HEURISTIC_STATUSES,
@@ -23,9 +22,11 @@ import {
   matchArtifactRule,
   parseCacheControl,
   parseHttpDate,
+  storedCc,
   updateStoredHeaders,
 } from "../../src/core/cache/freshness";
 import { type LookupResult, lookupPhase, onlyIfCached } from "../../src/core/cache/plan";
+import { answerConditional } from "../../src/core/cache/serve";
 
 const NOW = Date.UTC(2025, 0, 15, 12, 0, 0);
 const S = 1000;
@@ -217,6 +218,29 @@ describe("currentAge", () => {
   test("§5.1 the Age header value is the current age in whole seconds", () => {
     const res = base({}, [["Date", httpDate(recv)], ["Age", "30"]]);
     expect(ageHeaderValue(res, NOW + 500)).toBe("130");
+  });
+});
+
+describe("a stored response's fields, parsed once per StoredResponse (the hit path's memo)", () => {
+  test("one object asked at three times: the age moves with now, the lifetime stays; the Cache-Control is frozen", () => {
+    const res = stored([["Cache-Control", "max-age=600"], ["Age", "30"]], 100);
+    expect([currentAge(res, NOW), currentAge(res, NOW + 10 * S), currentAge(res, NOW + 500 * S)]).toEqual([130, 140, 630]);
+    expect(freshnessLifetime(res, D)).toEqual({ seconds: 600, source: "max-age" });
+    const cc = storedCc(res);
+    expect(storedCc(res)).toBe(cc);
+    expect(Object.isFrozen(cc)).toBe(true);
+    expect(() => {
+      (cc as CacheControl)["max-age"] = 1;
+    }).toThrow();
+    expect(freshnessLifetime(res, D).seconds).toBe(600);
+  });
+  test("a new object with new headers (a 304 made a new Entry) is read afresh, the old one keeps its own", () => {
+    const old = stored([["Cache-Control", "max-age=600"], ["Expires", httpDate(NOW)]], 100);
+    expect(freshnessLifetime(old, D).seconds).toBe(600);
+    const fresh = { ...old, headers: [["Date", httpDate(NOW)], ["Expires", httpDate(NOW + 60 * S)]] as Headers, responseTime: NOW, requestTime: NOW };
+    expect(freshnessLifetime(fresh, D)).toEqual({ seconds: 60, source: "expires" });
+    expect(currentAge(fresh, NOW)).toBe(0);
+    expect([freshnessLifetime(old, D).seconds, currentAge(old, NOW)]).toEqual([600, 100]);
   });
 });
 

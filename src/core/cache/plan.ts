@@ -10,7 +10,7 @@ import {
   type Headers,
   type NoStoreReason,
   type StoredResponse,
-  ccOf,
+  storedCc,
   currentAge,
   getAll,
   isStorable,
@@ -108,7 +108,7 @@ function requestCc(reqHeaders: Headers): CacheControl {
  * implies proxy-revalidate) forbid it. Vary is checked by key.ts; only-if-cached by `onlyIfCached`.
  */
 export function lookupPhase(stored: StoredResponse, reqHeaders: Headers, now: number, d: CacheDefaults): LookupResult {
-  const resCc = ccOf(stored.headers);
+  const resCc = storedCc(stored);
   if (resCc["no-cache"] === true) return { phase: "revalidate", reason: "no-cache" };
   const reqCc = requestCc(reqHeaders);
   if (reqCc["no-cache"] !== undefined) return { phase: "revalidate", reason: "request-no-cache" };
@@ -135,7 +135,7 @@ export function lookupPhase(stored: StoredResponse, reqHeaders: Headers, now: nu
 
 /** RFC 9111 §4.2.4: a stale response is never served when must-revalidate (§5.2.2.2), proxy-revalidate (§5.2.2.8)
  * or s-maxage (§5.2.2.10, which implies proxy-revalidate) forbid it; response no-cache is checked by the callers. */
-function mayBeServedStale(resCc: CacheControl): boolean {
+function mayBeServedStale(resCc: Readonly<CacheControl>): boolean {
   return resCc["must-revalidate"] === undefined && resCc["proxy-revalidate"] === undefined && resCc["s-maxage"] === undefined;
 }
 
@@ -147,7 +147,7 @@ function mayBeServedStale(resCc: CacheControl): boolean {
  * agent asked for the origin's answer, not ours).
  */
 export function staleIfErrorAllows(stored: StoredResponse, reqHeaders: Headers, now: number, d: CacheDefaults, fallbackS: number): boolean {
-  const resCc = ccOf(stored.headers);
+  const resCc = storedCc(stored);
   if (resCc["no-cache"] !== undefined || !mayBeServedStale(resCc)) return false;
   const reqCc = requestCc(reqHeaders);
   if (reqCc["no-cache"] !== undefined) return false;
