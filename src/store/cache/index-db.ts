@@ -383,7 +383,6 @@ export function createV1(db: Database): void {
 
 const V1_TOTAL_NAMES = ["stored_bytes", "stored_entries", "fetched_bytes", "served_bytes", "hits", "misses", "collapsed", "revalidations"];
 
-/** Create the schema in an empty file (v1, then migrated), migrate an older one, or refuse a newer or foreign one with a clear message. */
 /**
  * The journal mode after asking for WAL. WAL is kept in the file, so the mode is read first and only a new file is
  * switched. The switch can fail with SQLITE_BUSY at once, without the busy handler, when another thread switches
@@ -405,6 +404,7 @@ function switchToWal(db: Database, busyMs: number): string | undefined {
   }
 }
 
+/** Create the schema in an empty file (v1, then migrated), migrate an older one, or refuse a newer or foreign one with a clear message. */
 function migrate(db: Database, path: string): void {
   db.transaction(() => {
     const tables = db
